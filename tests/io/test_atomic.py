@@ -20,9 +20,14 @@ def test_atomic_success_creates_parents_and_keeps_suffix(tmp_path: Path) -> None
 def test_atomic_failure_leaves_previous_file_and_no_temp(tmp_path: Path) -> None:
     final = tmp_path / "out.txt"
     write_text_atomic(final, "old")
-    with pytest.raises(RuntimeError, match="disk full"), atomic_path(final) as tmp:
-        tmp.write_text("partial")
-        raise RuntimeError("disk full")
+
+    def write_then_fail() -> None:
+        with atomic_path(final) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_then_fail()
     assert final.read_text() == "old"
     assert list(tmp_path.iterdir()) == [final]
 

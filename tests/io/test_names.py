@@ -26,7 +26,7 @@ from jaxpick.io.names import (
         ("mic_001.jpeg", "mic_001"),
         (">J1/imported/18jam15b_0345_ali_DW.mrcs", "18jam15b_0345_ali_DW"),
         ("F:\\data\\tomo_01.rec", "tomo_01"),
-        ("Micrographs/14sep05c_00024sq_00003hl_00002es.frames.mrc", "14sep05c_00024sq_00003hl_00002es.frames"),
+        ("Micrographs/14sep05c_00024sq_00003hl.frames.mrc", "14sep05c_00024sq_00003hl.frames"),
         # Only one image extension is removed, and unknown ones are kept.
         ("a.mrc.mrc", "a.mrc"),
         ("mic_001.star", "mic_001.star"),
