@@ -1,0 +1,7 @@
+"""``python -m jaxpick`` runs the command line."""
+
+import sys
+
+from jaxpick.cli.main import main
+
+sys.exit(main())

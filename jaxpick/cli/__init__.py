@@ -1,0 +1,1 @@
+"""The ``jaxpick`` command line: a thin layer of argparse over library calls."""

@@ -1,0 +1,111 @@
+"""Frozen, keyword-only configurations: what the CLI parses flags into. No JAX, no numpy.
+
+Each command's ``main`` turns its argparse namespace into one of these straight away and makes
+one library call with it; no ``argparse.Namespace`` goes past ``jaxpick.cli``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from jaxpick.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertConfig:
+    """``jaxpick convert``: coordinate files in, one coordinate file (or a folder of them) out.
+
+    Attributes:
+      inputs: coordinate files, concatenated in order.
+      output: output file or folder; ``None`` writes to standard output.
+      from_format: input format name or ``"auto"`` (by extension).
+      to_format: output format name or ``"auto"`` (by output extension; a folder gets ``box``
+        when ``box_size > 0``, else ``json``; standard output gets the input format).
+      suffix: appended to image names in per-micrograph output file names.
+      threshold: keep particles with score >= threshold (particles without a score are kept).
+      down_scale: coordinates are divided by this (Topaz ``-s``) ...
+      up_scale: ... and multiplied by this (Topaz ``-x``), then rounded to integers.
+      invert_y: flip y as ``height - 1 - y`` using the heights of the images in ``image_dir``
+        (the images the *input* coordinates refer to).
+      image_dir: folder of micrographs; needed for ``invert_y`` and for cryoSPARC ``.cs`` output
+        (micrograph shapes). Coordinates whose image is missing there are an error, not dropped.
+      image_ext: appended to image names where a format stores micrograph file names
+        (RELION ``MicrographName``, cryoSPARC ``micrograph_path``).
+      box_size: box size in pixels for box-based formats (EMAN ``.box``, crYOLO ``.cbox``).
+      voltage, detector_pixel_size, magnification, amplitude_contrast: metadata columns added to
+        STAR output when set (Topaz uses -1 for "not set"; here ``None``).
+    """
+
+    inputs: tuple[str, ...]
+    output: str | None = None
+    from_format: str = "auto"
+    to_format: str = "auto"
+    suffix: str = ""
+    threshold: float = -math.inf
+    down_scale: float = 1.0
+    up_scale: float = 1.0
+    invert_y: bool = False
+    image_dir: str | None = None
+    image_ext: str = ".mrc"
+    box_size: int = 0
+    voltage: float | None = None
+    detector_pixel_size: float | None = None
+    magnification: float | None = None
+    amplitude_contrast: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("inputs: at least one coordinate file is needed")
+        for name in ("down_scale", "up_scale"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if self.box_size < 0:
+            raise ConfigError(f"box_size must be >= 0, got {self.box_size!r}")
+        if self.invert_y and self.image_dir is None:
+            raise ConfigError("invert_y needs image_dir: the image heights define the flip")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitConfig:
+    """``jaxpick split``: one coordinate file -> one file per micrograph.
+
+    Attributes:
+      input: the coordinate file.
+      output_dir: folder for ``<image_name><suffix><ext>`` files.
+      format: ``"auto"`` keeps the input format; otherwise an output format name.
+      suffix: appended to each image name in the file names.
+      threshold: keep particles with score >= threshold.
+    """
+
+    input: str
+    output_dir: str
+    format: str = "auto"
+    suffix: str = ""
+    threshold: float = -math.inf
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """``jaxpick demo``: the whole pipeline on a built-in simulated dataset.
+
+    Attributes:
+      output_dir: where the dataset, outputs, pictures and ``results.json`` go.
+      num_micrographs: micrographs to simulate.
+      size: micrograph side in pixels.
+      preset: simulation difficulty (easy, medium, hard).
+      seed: random seed of the whole demo.
+    """
+
+    output_dir: str = "jaxpick-demo"
+    num_micrographs: int = 6
+    size: int = 512
+    preset: str = "medium"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_micrographs < 1:
+            raise ConfigError(f"num_micrographs must be >= 1, got {self.num_micrographs}")
+        if self.size < 64:
+            raise ConfigError(f"size must be >= 64 pixels, got {self.size}")
