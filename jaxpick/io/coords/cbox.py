@@ -71,9 +71,11 @@ def cbox_to_coordinates(
             "_Width and _Height",
         )
 
+    lines = loop.row_lines()
+
     def numbers(name: str, *, finite: bool) -> np.ndarray:
         return number_column(
-            loop.column(name), path=path, what=f"_{name}", lines=loop.lines, finite=finite
+            loop.tokens(name), path=path, what=f"_{name}", lines=lines, finite=finite
         )
 
     width = numbers("Width", finite=True)
@@ -92,7 +94,7 @@ def cbox_to_coordinates(
     used = {"CoordinateX", "CoordinateY", "CoordinateZ", "Confidence", "Width", "Height"}
     for column in loop.columns:
         if column not in used:
-            values = typed_column(loop.column(column))
+            values = typed_column(loop.tokens(column))
             # An all-<NA> column holds nothing; dropping it keeps tables comparable.
             if not (values.dtype.kind == "f" and np.isnan(values).all()):
                 extra[column] = values

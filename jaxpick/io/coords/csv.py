@@ -25,6 +25,7 @@ import io
 import json
 import os
 from collections.abc import Callable
+from operator import methodcaller
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ from jaxpick.io.atomic import write_text_atomic
 from jaxpick.io.coords.table import (
     Coordinates,
     format_column,
+    map_unique,
+    nonblank_lines,
     number_column,
     per_image_path,
     read_text_lines,
@@ -55,30 +58,50 @@ CRYOPPP_X = "X-Coordinate"
 CRYOPPP_Y = "Y-Coordinate"
 
 
-def _rows(path: str | os.PathLike[str]) -> tuple[list[str], list[list[str]], list[int]]:
+def _columns(path: str | os.PathLike[str]) -> tuple[list[str], list[list[str]], np.ndarray]:
+    """The header, the fields column by column, and each row's line number."""
     lines = read_text_lines(path)
-    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    if not numbered:
+    nonblank = nonblank_lines(lines)
+    if not nonblank:
         raise CoordinateFormatError(path, "empty file: a CSV coordinate file needs a header line")
+    text = "\n".join([lines[i] for i in nonblank])
+    if '"' not in text:
+        # Without quotes a CSV record is its line split at commas: no csv module (and no
+        # Python list per row) needed.
+        header = [h.strip() for h in lines[nonblank[0]].split(",")]
+        numbers = np.array(nonblank[1:], dtype=np.int64) + 1
+        body = [lines[i] for i in nonblank[1:]]
+        counts = list(map(methodcaller("count", ","), body))
+        _check_lengths(path, header, [c + 1 for c in counts], numbers)
+        fields = ",".join(body).split(",") if body else []
+        return header, [fields[c :: len(header)] for c in range(len(header))], numbers
     try:
-        parsed = list(csv.reader(io.StringIO("\n".join(line for _, line in numbered)), strict=True))
+        parsed = list(csv.reader(io.StringIO(text), strict=True))
     except csv.Error as e:
         raise CoordinateFormatError(path, f"malformed CSV: {e}") from e
-    if len(parsed) != len(numbered):
+    if len(parsed) != len(nonblank):
         # A quoted field spanning lines: fall back to record numbers for messages.
-        numbers = list(range(2, len(parsed) + 1))
+        numbers = np.arange(2, len(parsed) + 1)
     else:
-        numbers = [n for n, _ in numbered[1:]]
+        numbers = np.array(nonblank[1:], dtype=np.int64) + 1
     header = [h.strip() for h in parsed[0]]
     rows = parsed[1:]
-    for lineno, row in zip(numbers, rows, strict=True):
-        if len(row) != len(header):
-            raise CoordinateFormatError(
-                path, f"line {lineno}: {len(row)} fields, but the header has {len(header)}"
-            )
+    _check_lengths(path, header, list(map(len, rows)), numbers)
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in header]
+    return header, columns, numbers
+
+
+def _check_lengths(
+    path: str | os.PathLike[str], header: list[str], lengths: list[int], numbers: np.ndarray
+) -> None:
+    if any(n != len(header) for n in lengths):
+        for lineno, n in zip(numbers.tolist(), lengths, strict=True):
+            if n != len(header):
+                raise CoordinateFormatError(
+                    path, f"line {lineno}: {n} fields, but the header has {len(header)}"
+                )
     if len(set(header)) != len(header):
         raise CoordinateFormatError(path, f"duplicate column names in header {header}")
-    return header, rows, numbers
 
 
 def read_csv(
@@ -96,8 +119,8 @@ def read_csv(
       CoordinateFormatError: empty file, unrecognised header, ragged rows, bad numbers or
         unparsable VIA region JSON (naming the line).
     """
-    header, rows, lines = _rows(path)
-    table = {h: [r[i] for r in rows] for i, h in enumerate(header)}
+    header, columns, lines = _columns(path)
+    table = dict(zip(header, columns, strict=True))
     if "filename" in table and "region_shape_attributes" in table:
         return _read_via(path, table, lines, image_name)
     if CRYOPPP_X in table and CRYOPPP_Y in table:
@@ -122,14 +145,14 @@ def read_csv(
         return number_column(table[name], path=path, what=name, lines=lines, finite=finite)
 
     if image_name is not None:
-        names = [image_name] * len(rows)
+        names = np.array([image_name] * len(lines), dtype=np.str_)
     elif image_column is not None and image_column in table:
-        names = [normalise_image_name(n) or n.strip() for n in table[image_column]]
+        names = map_unique(table[image_column], lambda n: normalise_image_name(n) or n.strip())
     else:
-        names = [stem_image_name(path, suffix=suffix)] * len(rows)
+        names = np.array([stem_image_name(path, suffix=suffix)] * len(lines), dtype=np.str_)
     known = {x_name, y_name, z_name, score_name, image_column}
-    return Coordinates(
-        image_name=np.array(names, dtype=np.str_),
+    return Coordinates._adopt(
+        image_name=names,
         x=numbers(x_name, finite=True),
         y=numbers(y_name, finite=True),
         z=numbers(z_name, finite=False) if z_name in table else None,
@@ -141,14 +164,14 @@ def read_csv(
 def _read_via(
     path: str | os.PathLike[str],
     table: dict[str, list[str]],
-    lines: list[int],
+    lines: np.ndarray,
     image_name: str | None,
 ) -> Coordinates:
     missing = [c for c in ("region_count", "region_attributes") if c not in table]
     if missing:
         raise CoordinateFormatError(path, f"VIA CSV without column(s) {', '.join(missing)}")
     names, xs, ys, scores = [], [], [], []
-    for i, lineno in enumerate(lines):
+    for i, lineno in enumerate(lines.tolist()):
         count = number_column(
             [table["region_count"][i]], path=path, what="region_count", lines=[lineno]
         )[0]
@@ -201,11 +224,7 @@ def _csv_text(rows: list[list[str]]) -> str:
 def csv_text(coords: Coordinates) -> str:
     """The plain CSV text: ``image_name,x_coord,y_coord[,z_coord][,score]``."""
     header = ["image_name", "x_coord", "y_coord"]
-    columns = [
-        [str(n) for n in coords.image_name],
-        format_column(coords.x),
-        format_column(coords.y),
-    ]
+    columns = [coords.image_name.tolist(), format_column(coords.x), format_column(coords.y)]
     if coords.z is not None:
         header.append("z_coord")
         columns.append(format_column(coords.z))

@@ -10,10 +10,12 @@ cryoSPARC's ``"location/min_dist_A"``), so a writer of the same format can repro
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +26,13 @@ import numpy.typing as npt
 from jaxpick import conventions
 from jaxpick.errors import CoordinateFormatError
 from jaxpick.io.atomic import write_text_atomic
+from jaxpick.io.coords._tokens import (
+    PackedTokens,
+    Parsed,
+    pack_strings,
+    parse_many,
+    parse_numbers,
+)
 from jaxpick.io.names import image_name as normalise_image_name
 
 #: ``extra`` keys holding box sizes in pixels (EMAN box and crYOLO cbox columns).
@@ -39,15 +48,15 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _float_column(values: npt.ArrayLike, name: str) -> np.ndarray:
-    array = np.array(values, dtype=np.float64)
+def _float_column(values: npt.ArrayLike, name: str, copy: bool = True) -> np.ndarray:
+    array = np.array(values, dtype=np.float64) if copy else np.asarray(values, dtype=np.float64)
     if array.ndim != 1:
         raise ValueError(f"Coordinates.{name} must be 1-D, got shape {array.shape}")
     return _readonly(array)
 
 
-def _str_column(values: npt.ArrayLike, name: str) -> np.ndarray:
-    array = np.array(values, dtype=np.str_)
+def _str_column(values: npt.ArrayLike, name: str, copy: bool = True) -> np.ndarray:
+    array = np.array(values, dtype=np.str_) if copy else np.asarray(values, dtype=np.str_)
     if array.ndim != 1:
         raise ValueError(f"Coordinates.{name} must be 1-D, got shape {array.shape}")
     return _readonly(array)
@@ -79,17 +88,40 @@ class Coordinates:
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        x = _float_column(self.x, "x")
+        self._take_columns(copy=True)
+
+    @classmethod
+    def _adopt(
+        cls,
+        image_name: str | np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        z: np.ndarray | None = None,
+        score: np.ndarray | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
+    ) -> Coordinates:
+        """Like the constructor, but takes over the arrays instead of copying them (they are
+        made read-only): for readers, whose arrays are new and referenced nowhere else."""
+        table = object.__new__(cls)
+        fields = {"image_name": image_name, "x": x, "y": y, "z": z, "score": score}
+        for name, value in fields.items():
+            object.__setattr__(table, name, value)
+        object.__setattr__(table, "extra", {} if extra is None else extra)
+        table._take_columns(copy=False)
+        return table
+
+    def _take_columns(self, *, copy: bool) -> None:
+        x = _float_column(self.x, "x", copy)
         n = x.shape[0]
         names = self.image_name
         if isinstance(names, str):
             names = [names] * n
         columns: dict[str, Any] = {
-            "image_name": _str_column(names, "image_name"),
+            "image_name": _str_column(names, "image_name", copy),
             "x": x,
-            "y": _float_column(self.y, "y"),
-            "z": None if self.z is None else _float_column(self.z, "z"),
-            "score": None if self.score is None else _float_column(self.score, "score"),
+            "y": _float_column(self.y, "y", copy),
+            "z": None if self.z is None else _float_column(self.z, "z", copy),
+            "score": None if self.score is None else _float_column(self.score, "score", copy),
         }
         for name, column in columns.items():
             if column is not None and column.shape[0] != n:
@@ -99,7 +131,7 @@ class Coordinates:
                 )
         extra: dict[str, np.ndarray] = {}
         for key, value in dict(self.extra).items():
-            array = np.array(value)
+            array = np.array(value) if copy else np.asarray(value)
             if array.dtype == object:
                 array = array.astype(np.str_)
             if array.ndim == 0 or array.shape[0] != n:
@@ -387,52 +419,198 @@ def parse_number(token: str) -> float | None:
     return None
 
 
+#: Below this many values the per-value code is faster than setting up the bulk parser.
+_BULK_MIN = 16
+
+Tokens = Sequence[str] | PackedTokens
+
+
+def _packed(tokens: Tokens) -> PackedTokens | None:
+    """The tokens packed for the bulk parser, or ``None`` (few values, or not plain ASCII)."""
+    if isinstance(tokens, PackedTokens):
+        return tokens
+    if len(tokens) < _BULK_MIN:
+        return None
+    return pack_strings(list(tokens))
+
+
+def _text(tokens: Tokens, i: int) -> str:
+    return tokens.text(i) if isinstance(tokens, PackedTokens) else tokens[i]
+
+
+def token_list(tokens: Tokens) -> list[str]:
+    """The tokens as a list of strings."""
+    return tokens.texts() if isinstance(tokens, PackedTokens) else list(tokens)
+
+
+def text_array(tokens: Tokens) -> np.ndarray:
+    """The tokens as a ``str_`` array, unchanged (no stripping)."""
+    if isinstance(tokens, PackedTokens):
+        return tokens.array()
+    return np.array(list(tokens), dtype=np.str_)
+
+
+def _looks_numeric(tokens: Tokens) -> bool:
+    """Whether the first values are all numbers (a text column shows itself there)."""
+    return all(parse_number(_text(tokens, i)) is not None for i in range(min(len(tokens), 16)))
+
+
+def parse_columns(columns: Sequence[Tokens]) -> list[Parsed | None]:
+    """The bulk parse of the packed columns that look numeric (``None`` for the others), the
+    columns of one loop together: one pass over the text rather than one per column.
+
+    Hand each result to :func:`number_column` or :func:`typed_column`, which take it over.
+    """
+    out: list[Parsed | None] = [None] * len(columns)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, column in enumerate(columns):
+        if isinstance(column, PackedTokens) and len(column) and _looks_numeric(column):
+            groups.setdefault((id(column.buffer), len(column)), []).append(i)
+    for members in groups.values():
+        packed: list[PackedTokens] = [columns[i] for i in members]  # type: ignore[misc]
+        for i, result in zip(members, parse_many(packed), strict=True):
+            out[i] = result
+    return out
+
+
 def number_column(
-    tokens: Sequence[str],
+    tokens: Tokens,
     *,
     path: str | os.PathLike[str],
     what: str,
-    lines: Sequence[int] | None = None,
+    lines: Sequence[int] | np.ndarray | None = None,
     finite: bool = False,
+    parsed: Parsed | None = None,
 ) -> np.ndarray:
     """Parses a column of number tokens to float64, or raises a clear error.
 
     Args:
-      tokens: the text of each value.
+      tokens: the text of each value (a sequence of strings or packed tokens).
       path: the file, for the error message.
       what: the column's name, for the error message.
       lines: the 1-based line number of each value, for the error message.
       finite: whether missing (``<NA>``/empty), ``nan`` and ``inf`` are errors (coordinates).
+      parsed: the tokens' :func:`parse_columns` result, if already known (taken over).
 
     Raises:
       CoordinateFormatError: naming the file, line and column of the first bad value.
     """
-    out = np.empty(len(tokens), dtype=np.float64)
-    for i, token in enumerate(tokens):
-        value = parse_number(token)
-        if value is None or (finite and not np.isfinite(value)):
+    if parsed is None and (packed := _packed(tokens)) is not None:
+        parsed = parse_numbers(packed)
+    if parsed is None:
+        out = np.empty(len(tokens), dtype=np.float64)
+        todo = np.arange(len(tokens))
+        texts = list(tokens)
+        values = [parse_number(t) for t in texts]
+    else:
+        out, claimed, _ = parsed
+        todo = np.flatnonzero(~claimed)  # claimed values are always finite
+        texts, values = _parse_rest(tokens, todo)
+    for i, token, value in zip(todo.tolist(), texts, values, strict=True):
+        if value is None or (finite and not math.isfinite(value)):
             where = f"line {lines[i]}: " if lines is not None else f"row {i + 1}: "
             kind = "a finite number" if finite else "a number"
             raise CoordinateFormatError(path, f"{where}{what} must be {kind}, got {token!r}")
-        out[i] = value
+    out[todo] = values
     return out
 
 
-def typed_column(tokens: Sequence[str]) -> np.ndarray:
+def _parse_rest(tokens: Tokens, index: np.ndarray) -> tuple[list[str], list[float | None]]:
+    """:func:`parse_number` of the tokens at ``index``, which the bulk parser left (tokens it
+    could pack, so ASCII)."""
+    if isinstance(tokens, PackedTokens):
+        texts = PackedTokens(
+            tokens.buffer, tokens.starts[index], tokens.ends[index], split=tokens.split
+        ).texts()
+    else:
+        texts = [tokens[i] for i in index.tolist()]
+    values: list[float | None] = []
+    for text in texts:
+        # For ASCII, float() accepts exactly what parse_number() does, and also "1_000".
+        if "_" not in text:
+            try:
+                values.append(float(text))
+                continue
+            except ValueError:
+                pass
+        values.append(parse_number(text))
+    return texts, values
+
+
+def _is_int64_text(token: str) -> bool:
+    # At most 18 digits: fits int64, and never meets Python's limit on int() of long strings.
+    return bool(_INTEGER.match(token)) and len(token.lstrip("+-")) <= 18
+
+
+def typed_column(tokens: Tokens, parsed: Parsed | None = None) -> np.ndarray:
     """Turns a column of text into int64, float64 (``<NA>`` → NaN) or str, whichever fits all.
 
     Used for columns kept verbatim in ``extra``: all-integer columns stay integers (RELION's
-    ``ClassNumber``), numeric columns become floats, anything else stays text.
+    ``ClassNumber``), numeric columns become floats, anything else stays text (stripped).
+    ``parsed`` is the tokens' :func:`parse_columns` result, if already known (taken over).
     """
-    tokens = [t.strip() for t in tokens]
-    # At most 18 digits: fits int64, and never meets Python's limit on int() of long strings.
-    if tokens and all(_INTEGER.match(t) and len(t.lstrip("+-")) <= 18 for t in tokens):
-        return np.array([int(t) for t in tokens], dtype=np.int64)
-    numbers = [parse_number(t) for t in tokens]
-    real = any(t not in NA_TOKENS for t in tokens) or any(t == "<NA>" for t in tokens)
-    if tokens and real and all(v is not None for v in numbers):
-        return np.array(numbers, dtype=np.float64)
-    return np.array(tokens, dtype=np.str_)
+    n = len(tokens)
+    packed = _packed(tokens) if n else None
+    if packed is None:
+        stripped = [t.strip() for t in tokens]
+        if stripped and all(_is_int64_text(t) for t in stripped):
+            return np.array([int(t) for t in stripped], dtype=np.int64)
+        numbers = []
+        for t in stripped:
+            value = parse_number(t)
+            if value is None:
+                return np.array(stripped, dtype=np.str_)
+            numbers.append(value)
+        if any(t != "" for t in stripped):  # not all empty (<NA> counts as a value)
+            return np.array(numbers, dtype=np.float64)
+        return np.array(stripped, dtype=np.str_)
+
+    def as_text() -> np.ndarray:
+        if packed.split:  # no whitespace to strip
+            return packed.array()
+        return np.array([t.strip() for t in token_list(tokens)], dtype=np.str_)
+
+    if parsed is None:
+        if not _looks_numeric(tokens):
+            return as_text()
+        parsed = parse_numbers(packed)
+    floats, float_claimed, int_claimed = parsed
+    todo = np.flatnonzero(~int_claimed)
+    if all(_is_int64_text(_text(tokens, i).strip()) for i in todo[:1].tolist()):
+        texts = [t.strip() for t in _parse_rest(tokens, todo)[0]] if len(todo) else []
+        if all(_is_int64_text(t) for t in texts):
+            with np.errstate(invalid="ignore", over="ignore"):  # unclaimed slots are set below
+                ints = floats.astype(np.int64)  # exact: claimed integers are at most 2^53
+            ints[todo] = [int(t) for t in texts]
+            return ints
+    todo = np.flatnonzero(~float_claimed)
+    texts, values = _parse_rest(tokens, todo)
+    if any(v is None for v in values):
+        return as_text()
+    if n and len(texts) == n and all(t.strip() == "" for t in texts):
+        return as_text()  # all empty: nothing to call a number (<NA> counts as a value)
+    floats[todo] = values
+    return floats
+
+
+def map_unique(values: Tokens | np.ndarray, function: Callable[[str], str]) -> np.ndarray:
+    """``[function(v) for v in values]`` as a ``str_`` array, calling ``function`` once per
+    distinct value (image names repeat for every particle on a micrograph)."""
+    if isinstance(values, PackedTokens):
+        values = values.bytes_array()
+    if isinstance(values, np.ndarray):
+        if len(values) == 0:
+            return np.zeros(0, dtype=np.str_)
+        # Particle files list a micrograph's particles together: map runs of equal values.
+        first = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+        runs = values[first].tolist()
+        if values.dtype.kind == "S":
+            runs = [v.decode("ascii") for v in runs]
+        cache: dict[str, str] = {}
+        mapped = [cache[v] if v in cache else cache.setdefault(v, function(v)) for v in runs]
+        return np.repeat(np.array(mapped, dtype=np.str_), np.diff(np.append(first, len(values))))
+    table = {v: function(v) for v in dict.fromkeys(values)}
+    return np.array(list(map(table.__getitem__, values)), dtype=np.str_)
 
 
 def format_number(value: float) -> str:
@@ -446,19 +624,87 @@ def format_number(value: float) -> str:
 def format_column(values: np.ndarray) -> list[str]:
     """A column as text: integers when every finite value is integral, else the shortest repr of
     every value (``1.0``, ``2.5``); ``nan``/``inf`` as such, strings unchanged, bytes decoded."""
-    if values.dtype.kind in "iu":
-        return [str(int(v)) for v in values]
-    if values.dtype.kind == "b":
-        return ["1" if v else "0" for v in values]
-    if values.dtype.kind == "f":
-        finite = values[np.isfinite(values)]
+    kind = values.dtype.kind
+    # Particle columns repeat values (per-micrograph defocus, optics groups...): format each
+    # distinct value once. np.unique would merge -0.0 with 0.0, which print apart.
+    if (
+        kind in "iuf"
+        and len(values) > _FORMAT_DISTINCT_MIN
+        and len(np.unique(values[:: len(values) // 512])) < 256  # a sample repeats
+        and (kind != "f" or not np.signbit(values[values == 0]).any())
+    ):
+        distinct, inverse = np.unique(values, return_inverse=True)
+        if 2 * len(distinct) < len(values):
+            texts = np.array(format_column(distinct), dtype=object)
+            return texts[inverse.reshape(-1)].tolist()
+    if kind in "iu":
+        return list(map(str, values.tolist()))
+    if kind == "b":
+        return ["1" if v else "0" for v in values.tolist()]
+    if kind == "f":
+        finite_mask = np.isfinite(values)
+        finite = values[finite_mask]
         if np.all(finite == np.round(finite)) and np.all(np.abs(finite) < 2**53):
-            return [format_number(v) for v in values]
+            # format_number of each value: str(int(v)) when finite, repr otherwise.
+            whole = np.where(finite_mask, values, 0).astype(np.int64)
+            out = list(map(str, whole.tolist()))
+            for i in np.flatnonzero(~finite_mask).tolist():
+                out[i] = repr(float(values[i]))
+            return out
         # Like pandas (Topaz's writer): one float in the column, every value with a point.
-        return [repr(float(v)) for v in values]
-    if values.dtype.kind == "S":
+        return list(map(repr, values.astype(np.float64).tolist()))
+    if kind == "S":
         return [v.decode("utf-8", errors="replace") for v in values]
+    if kind == "U":
+        return values.tolist()
     return [str(v) for v in values]
+
+
+_FORMAT_DISTINCT_MIN = 1024
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The text of a UTF-8 file with ``\\n`` line ends (BOM, CRLF and CR handled), or a clear
+    error.
+
+    Raises:
+      CoordinateFormatError: unreadable file, invalid UTF-8, or NUL bytes (a binary file).
+    """
+    return decode_text(read_bytes(path), path)
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a text file (see :func:`decode_text`).
+
+    Raises:
+      CoordinateFormatError: unreadable file, or NUL bytes (a binary file).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CoordinateFormatError(path, f"cannot read file: {e.strerror or e}") from e
+    if b"\x00" in data:
+        raise CoordinateFormatError(path, "contains NUL bytes: a binary file, not a text file")
+    return data
+
+
+def decode_text(data: bytes, path: str | os.PathLike[str]) -> str:
+    """``data`` as UTF-8 text with ``\\n`` line ends (BOM, CRLF and CR handled).
+
+    Plain ASCII without ``\\r`` is that text byte for byte, so callers may skip this for it.
+
+    Raises:
+      CoordinateFormatError: invalid UTF-8.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CoordinateFormatError(
+            path, f"not a UTF-8 text file (invalid byte at offset {e.start})"
+        ) from e
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 def read_text_lines(path: str | os.PathLike[str]) -> list[str]:
@@ -467,28 +713,21 @@ def read_text_lines(path: str | os.PathLike[str]) -> list[str]:
     Raises:
       CoordinateFormatError: unreadable file, invalid UTF-8, or NUL bytes (a binary file).
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise CoordinateFormatError(path, f"cannot read file: {e.strerror or e}") from e
-    if b"\x00" in data:
-        raise CoordinateFormatError(path, "contains NUL bytes: a binary file, not a text file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CoordinateFormatError(
-            path, f"not a UTF-8 text file (invalid byte at offset {e.start})"
-        ) from e
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
+    lines = read_text(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return lines
 
 
+def nonblank_lines(lines: Sequence[str]) -> list[int]:
+    """The indices of the lines that are not blank."""
+    return list(compress(range(len(lines)), map(str.strip, lines)))
+
+
 def write_lines(path: str | os.PathLike[str], lines: Iterable[str]) -> Path:
     """Writes lines (each ending in ``\\n``) to ``path`` atomically; returns the path."""
-    text = "".join(line + "\n" for line in lines)
+    lines = list(lines)
+    text = "\n".join(lines) + "\n" if lines else ""
     write_text_atomic(path, text)
     return Path(path)
 

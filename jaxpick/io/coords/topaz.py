@@ -10,6 +10,7 @@ Tab-separated text with a header line: ``image_name``, ``x_coord``, ``y_coord``,
 from __future__ import annotations
 
 import os
+from operator import methodcaller
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from jaxpick.errors import CoordinateFormatError
 from jaxpick.io.coords.table import (
     Coordinates,
     format_column,
+    map_unique,
+    nonblank_lines,
     number_column,
     per_image_path,
     read_text_lines,
@@ -39,6 +42,34 @@ def _split(line: str, tabbed: bool) -> list[str]:
     return line.split("\t") if tabbed else line.split()
 
 
+def _columns(
+    path: str | os.PathLike[str], lines: list[str], body: list[int], ncols: int, tabbed: bool
+) -> list[list[str]]:
+    """The fields of the body lines (indices into ``lines``), column by column."""
+    rows = [lines[i] for i in body]
+    if not rows:
+        return [[] for _ in range(ncols)]
+    if tabbed:
+        if all(n == ncols - 1 for n in map(methodcaller("count", "\t"), rows)):
+            fields = "\t".join(rows).split("\t")
+            return [fields[c::ncols] for c in range(ncols)]
+    elif all(n == ncols for n in map(len, map(str.split, rows))):
+        fields = " ".join(rows).split()
+        return [fields[c::ncols] for c in range(ncols)]
+    # Ragged rows or trailing tabs: line by line.
+    split_rows: list[list[str]] = []
+    for i, line in zip(body, rows, strict=True):
+        fields = _split(line, tabbed)
+        if tabbed and len(fields) > ncols and not "".join(fields[ncols:]).strip():
+            fields = fields[:ncols]  # trailing tabs (spreadsheet exports)
+        if len(fields) != ncols:
+            raise CoordinateFormatError(
+                path, f"line {i + 1}: {len(fields)} fields, but the header has {ncols}"
+            )
+        split_rows.append(fields)
+    return [[r[c] for r in split_rows] for c in range(ncols)]
+
+
 def read_topaz(path: str | os.PathLike[str], *, image_name: str | None = None) -> Coordinates:
     """Reads a Topaz coordinate table.
 
@@ -53,14 +84,14 @@ def read_topaz(path: str | os.PathLike[str], *, image_name: str | None = None) -
         coordinate/score that is not a number (naming the line).
     """
     lines = read_text_lines(path)
-    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    if not numbered:
+    nonblank = nonblank_lines(lines)
+    if not nonblank:
         raise CoordinateFormatError(
             path,
             "empty file: a Topaz coordinate file starts with a header line "
             "(image_name, x_coord, y_coord[, score])",
         )
-    header_line, header = numbered[0]
+    header_line, header = nonblank[0] + 1, lines[nonblank[0]]
     tabbed = "\t" in header
     columns = [c.strip() for c in _split(header, tabbed)]
     if len(set(columns)) != len(columns):
@@ -74,30 +105,20 @@ def read_topaz(path: str | os.PathLike[str], *, image_name: str | None = None) -
             "a Topaz coordinate file has a tab-separated header "
             "image_name, x_coord, y_coord[, score]",
         )
-    rows: list[list[str]] = []
-    row_lines: list[int] = []
-    for lineno, line in numbered[1:]:
-        fields = _split(line, tabbed)
-        if tabbed and len(fields) > len(columns) and not "".join(fields[len(columns) :]).strip():
-            fields = fields[: len(columns)]  # trailing tabs (spreadsheet exports)
-        if len(fields) != len(columns):
-            raise CoordinateFormatError(
-                path, f"line {lineno}: {len(fields)} fields, but the header has {len(columns)}"
-            )
-        rows.append(fields)
-        row_lines.append(lineno)
-    table = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
+    body = nonblank[1:]
+    table = dict(zip(columns, _columns(path, lines, body, len(columns), tabbed), strict=True))
+    row_lines = np.array(body, dtype=np.int64) + 1
 
     def numbers(name: str, *, finite: bool) -> np.ndarray:
         return number_column(table[name], path=path, what=name, lines=row_lines, finite=finite)
 
     if image_name is not None:
-        names = [image_name] * len(rows)
+        names = np.array([image_name] * len(body), dtype=np.str_)
     else:
-        names = [normalise_image_name(n) or n.strip() for n in table[IMAGE]]
+        names = map_unique(table[IMAGE], lambda n: normalise_image_name(n) or n.strip())
     known = {IMAGE, X, Y, Z, SCORE}
-    return Coordinates(
-        image_name=np.array(names, dtype=np.str_),
+    return Coordinates._adopt(
+        names,
         x=numbers(X, finite=True),
         y=numbers(Y, finite=True),
         z=numbers(Z, finite=False) if Z in table else None,
@@ -112,20 +133,18 @@ def topaz_lines(coords: Coordinates) -> list[str]:
     Numbers print as integers when a whole column is integral, else as the shortest repr.
     """
     header = [IMAGE, X, Y]
-    columns = [
-        [str(n) for n in coords.image_name],
-        format_column(coords.x),
-        format_column(coords.y),
-    ]
+    names = coords.image_name.tolist()
+    columns = [names, format_column(coords.x), format_column(coords.y)]
     if coords.z is not None:
         header.append(Z)
         columns.append(format_column(coords.z))
     if coords.score is not None:
         header.append(SCORE)
         columns.append(format_column(coords.score))
-    bad = [n for n in coords.image_name if "\t" in n or "\n" in n]
-    if bad:
-        raise ValueError(f"image name {bad[0]!r} contains a tab or newline")
+    joined = "".join(names)
+    if "\t" in joined or "\n" in joined:
+        bad = next(n for n in names if "\t" in n or "\n" in n)
+        raise ValueError(f"image name {bad!r} contains a tab or newline")
     return ["\t".join(header), *("\t".join(row) for row in zip(*columns, strict=True))]
 
 
