@@ -109,3 +109,65 @@ class DemoConfig:
             raise ConfigError(f"num_micrographs must be >= 1, got {self.num_micrographs}")
         if self.size < 64:
             raise ConfigError(f"size must be >= 64 pixels, got {self.size}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessConfig:
+    """``jaxpick preprocess`` / ``normalize`` / ``downsample``: micrographs in, float32 out.
+
+    Attributes:
+      inputs: micrograph files.
+      destdir: output folder; outputs are ``<destdir>/<image_name>.<format>``.
+      scale: Fourier-crop downsampling factor (1 = none).
+      normalize: fit and apply the per-micrograph normalisation (False: downsample only).
+      affine: normalise with a plain z-score instead of the two-component GMM.
+      sample: fit the GMM on a random 1/sample of the pixels (1 = all pixels).
+      niters: maximum EM iterations per initialisation.
+      alpha, beta: Beta prior on the background weight π.
+      metadata: also write ``<image_name>.metadata.json`` with the fitted parameters.
+      formats: output formats, from mrc, tiff, png (jpg).
+      seed: seed of the pixel subsampling (Topaz's is unseeded); each micrograph's key comes from
+        this seed and its name, so results do not depend on batch composition or order.
+      batch_size: micrographs per device batch; None chooses from the micrograph size.
+      num_readers: reader threads (prefetch).
+      overwrite: redo micrographs whose outputs exist and are complete.
+      device: -1 for CPU, >= 0 for that accelerator (as Topaz's ``-d``).
+    """
+
+    inputs: tuple[str, ...]
+    destdir: str
+    scale: float = 1.0
+    normalize: bool = True
+    affine: bool = False
+    sample: int = 10
+    niters: int = 100
+    alpha: float = 900.0
+    beta: float = 1.0
+    metadata: bool = False
+    formats: tuple[str, ...] = ("mrc",)
+    seed: int = 0
+    batch_size: int | None = None
+    num_readers: int = 2
+    overwrite: bool = False
+    device: int = -1
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("no micrographs given")
+        if not (self.scale >= 1 and math.isfinite(self.scale)):
+            raise ConfigError(f"scale must be >= 1, got {self.scale!r}")
+        if self.sample < 1:
+            raise ConfigError(f"sample must be >= 1, got {self.sample!r}")
+        if self.niters < 1:
+            raise ConfigError(f"niters must be >= 1, got {self.niters!r}")
+        if self.alpha <= 0 or self.beta <= 0:
+            raise ConfigError(f"alpha and beta must be > 0, got {self.alpha!r}, {self.beta!r}")
+        unknown = set(self.formats) - {"mrc", "tiff", "tif", "png", "jpg", "jpeg"}
+        if unknown or not self.formats:
+            raise ConfigError(
+                f"format must be a comma-separated list of mrc, tiff, png, jpg; got {self.formats}"
+            )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if self.num_readers < 1:
+            raise ConfigError(f"num_readers must be >= 1, got {self.num_readers!r}")

@@ -10,6 +10,8 @@ import pytest
 # Four CPU devices so sharded code paths are exercised without a GPU. Must be set before JAX
 # initialises its backends; harmless if JAX is never imported.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CLI keeps compiled programs on disk; tests stay hermetic without it.
+os.environ["JAXPICK_CACHE_DIR"] = "off"
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
