@@ -139,7 +139,14 @@ def _compiled(config: PreprocessConfig, devices: tuple[Any, ...]) -> Callable[..
 
     mesh = Mesh(np.array(devices), ("data",))
     sharded = NamedSharding(mesh, PartitionSpec("data"))
-    return jax.jit(jax.vmap(one), in_shardings=(sharded, sharded), out_shardings=sharded)
+    if len(devices) == 1 and devices[0].platform == "cpu":
+        # On one CPU device a vmapped batch runs slower per micrograph than one at a time
+        # (measured: 0.95 s vs 0.82 s per 4096² micrograph at -s 4): map over the batch instead.
+        def batched(xs: jax.Array, hs: jax.Array) -> tuple[jax.Array, Any]:
+            return jax.lax.map(lambda args: one(*args), (xs, hs))
+    else:
+        batched = jax.vmap(one)
+    return jax.jit(batched, in_shardings=(sharded, sharded), out_shardings=sharded)
 
 
 def _stats_json(stats: dict[str, np.ndarray], index: int, config: PreprocessConfig) -> str:
