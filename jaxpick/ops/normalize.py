@@ -16,6 +16,10 @@ Everything here is pure ``jnp`` with static shapes, so it composes with ``jax.ji
   parameters and the next EM update (Topaz makes three passes with five ``exp``/``log`` per
   pixel; here one ``exp`` and one ``log1p``). The variance update uses sums shifted by the
   previous means, so it stays accurate in float32;
+* on large images (at least ``8 * bins`` fitted pixels) that pass runs over ``bins`` narrow
+  value bins of the sorted pixels rather than the pixels, with a second-order correction inside
+  each bin (`fit_gmm`'s ``bins``): each EM step agrees with the per-pixel step to float32
+  rounding, at a fraction of the cost;
 * the quantile splits of the initialisation reproduce ``np.quantile``'s default ("linear")
   interpolation, from a sort of order-preserving integer keys (XLA:CPU sorts int32 about 7x
   faster than float32);
@@ -57,6 +61,7 @@ from jax.typing import ArrayLike
 from jaxpick.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_BINS",
     "PI_INITS",
     "STATUS_CONSTANT",
     "STATUS_FIT_FAILED",
@@ -352,7 +357,11 @@ def _quantile_plan(size: int, quantiles: tuple[float, ...]) -> list[tuple[int, i
 
 def _quantiles(x: jax.Array, quantiles: tuple[float, ...]) -> jax.Array:
     """``np.quantile(x, quantiles)`` (linear interpolation), computed in float32."""
-    ordered = _sort_float32(x.reshape(-1))
+    return _sorted_quantiles(_sort_float32(x.reshape(-1)), quantiles)
+
+
+def _sorted_quantiles(ordered: jax.Array, quantiles: tuple[float, ...]) -> jax.Array:
+    """`_quantiles` of values already sorted in ascending order."""
     out = []
     for previous, following, gamma in _quantile_plan(ordered.shape[0], quantiles):
         a = ordered[previous]
@@ -476,6 +485,94 @@ def _em_sums(x: jax.Array, weight: jax.Array | None, params: _Params) -> tuple[j
     )
 
 
+# Fits on at least `_MIN_PIXELS_PER_BIN` pixels per bin run EM on binned pixel values
+# (`_bin_sorted`) instead of on every pixel.
+DEFAULT_BINS = 2048
+_MIN_PIXELS_PER_BIN = 8
+# The most extreme pixels on each side stay single (exact), so that a few outliers (hot pixels,
+# dead pixels, a stray edge) cannot stretch the value range the bins divide.
+_TAIL_PIXELS = 512
+
+
+class _Bins(NamedTuple):
+    """Pixels grouped by value: count, mean and centred sum of squares per bin (some empty)."""
+
+    count: jax.Array  # (B,) float32
+    mean: jax.Array  # (B,)
+    m2: jax.Array  # (B,) sum (x - mean)**2 over the bin
+
+
+def _bin_sorted(ordered: jax.Array, bins: int) -> _Bins:
+    """Groups sorted pixel values into ``bins`` equal-width value bins plus exact tails.
+
+    The `_TAIL_PIXELS` lowest and highest values are bins of one pixel each; the values between
+    them are split into ``bins`` bins of equal width, so every bin spans at most 1/``bins`` of
+    the range that excludes the tails (about 0.002 standard deviations for a Gaussian image).
+    """
+    size = ordered.shape[0]
+    tail = min(_TAIL_PIXELS, size // 4)
+    lo = ordered[tail]
+    hi = ordered[size - 1 - tail]
+    width = jnp.where(hi > lo, hi - lo, 1.0)
+    rank = jnp.arange(size, dtype=jnp.int32)
+    middle = jnp.clip(((ordered - lo) * (bins / width)).astype(jnp.int32), 0, bins - 1)
+    segment = jnp.where(
+        rank < tail,
+        rank,
+        jnp.where(rank >= size - tail, rank - (size - tail) + tail + bins, middle + tail),
+    )
+    num = bins + 2 * tail
+
+    def segment_sum(values: jax.Array) -> jax.Array:
+        return jax.ops.segment_sum(values, segment, num_segments=num, indices_are_sorted=True)
+
+    count = segment_sum(jnp.ones_like(ordered))
+    safe = jnp.maximum(count, 1.0)
+    # Centred on the middle of the range before summing, then on each bin's own mean.
+    offset = 0.5 * (lo + hi)
+    mean = segment_sum(ordered - offset) / safe + offset
+    deviation = ordered - mean[segment]
+    return _Bins(count, mean, segment_sum(deviation * deviation))
+
+
+def _em_sums_binned(bins: _Bins, params: _Params) -> tuple[jax.Array, ...]:
+    """`_em_sums` over all pixels, from bin statistics instead of the pixels themselves.
+
+    Within a bin the posterior ``p1(x) = sigmoid(delta(x))`` (``delta`` linear in ``x``) is
+    expanded to second order about the bin mean; with the bin's count ``n`` and centred sum of
+    squares ``c`` the sums are exact up to third central moments of the bin, which are tiny
+    because bins are narrow (`_bin_sorted`). The log-likelihood sum gets the matching curvature
+    term. Empty bins (``n = c = 0``) contribute nothing.
+    """
+    mu0, mu1, var, pi = params
+    slope = ((mu1 - mu0) / var)[:, None]
+    mid = (0.5 * (mu0 + mu1))[:, None]
+    logit = (jnp.log(pi) - jnp.log1p(-pi))[:, None]
+    n, xbar, c = bins.count[None, :], bins.mean[None, :], bins.m2[None, :]
+    delta = slope * (xbar - mid) + logit
+    e = jnp.exp(-jnp.abs(delta))
+    softplus = jnp.maximum(-delta, 0.0) + jnp.log1p(e)
+    r = 1.0 / (1.0 + e)
+    one_is_larger = delta >= 0
+    p1 = jnp.where(one_is_larger, r, e * r)
+    p0 = jnp.where(one_is_larger, e * r, r)
+    g = e * r * r  # p0 * p1
+    dp1 = slope * g  # d p1 / dx (= -d p0 / dx)
+    half_d2p1_c = 0.5 * slope * dp1 * (p0 - p1) * c  # (1/2) d2 p1 / dx2 * c
+    a0 = xbar - mu0[:, None]
+    a1 = xbar - mu1[:, None]
+    dc = dp1 * c
+    return (
+        jnp.sum(n * softplus + 0.5 * slope * dc, axis=-1),
+        jnp.sum(n * p0 - half_d2p1_c, axis=-1),
+        jnp.sum(n * p1 + half_d2p1_c, axis=-1),
+        jnp.sum(n * p0 * a0 - dc - half_d2p1_c * a0, axis=-1),
+        jnp.sum(n * p1 * a1 + dc + half_d2p1_c * a1, axis=-1),
+        jnp.sum(p0 * (n * a0 * a0 + c) - 2.0 * dc * a0 - half_d2p1_c * a0 * a0, axis=-1),
+        jnp.sum(p1 * (n * a1 * a1 + c) + 2.0 * dc * a1 + half_d2p1_c * a1 * a1, axis=-1),
+    )
+
+
 class _Moments(NamedTuple):
     """Sums over the fitted pixels, for closed forms: count, mean, and centred moments."""
 
@@ -493,6 +590,11 @@ def _sum_log_p1(params: _Params, moments: _Moments) -> jax.Array:
     )
     log_norm = -0.5 * (_LOG_2PI + jnp.log(params.var)) + jnp.log(params.pi)
     return moments.count * log_norm - 0.5 * sum_d1_sq / params.var
+
+
+def _uses_bins(count: int, bins: int | None) -> bool:
+    """Whether a fit on ``count`` pixels runs EM on ``bins`` rank bins (see `fit_gmm`)."""
+    return bins is not None and count >= _MIN_PIXELS_PER_BIN * bins
 
 
 def _m_step(
@@ -560,18 +662,24 @@ def _fit_mixtures(
     niters: int | jax.Array,
     tol: float | jax.Array,
     moments: _Moments,
+    bins: int | None,
 ) -> tuple[_Params, jax.Array]:
     """EM for the two-component inits of `PI_INITS`, vectorised, with Topaz's stopping rule."""
     count, mean = moments.count, moments.mean
     pis = tuple(p for p in PI_INITS if p < 1.0)
-    splits = _quantiles(x, tuple(1.0 - p for p in pis))
+    ordered = _sort_float32(x)
+    splits = _sorted_quantiles(ordered, tuple(1.0 - p for p in pis))
     init = _hard_init(x, splits, mean)
     init = init._replace(pi=jnp.asarray(pis, jnp.float32))
     log_beta_fn = math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)
+    binned = _bin_sorted(ordered, bins) if _uses_bins(count, bins) else None
 
     def evaluate(params: _Params) -> tuple[jax.Array, _Params]:
         """log p(params) and the EM update of params, from one pass over the pixels."""
-        sums = _sum_over_pixels(lambda v, w: _em_sums(v, w, params), x)
+        if binned is None:
+            sums = _sum_over_pixels(lambda v, w: _em_sums(v, w, params), x)
+        else:
+            sums = _em_sums_binned(binned, params)
         log_lik = _sum_log_p1(params, moments) + sums[0]
         logp = scale * log_lik + _log_prior(params.pi, alpha, beta, log_beta_fn)
         nxt = _m_step(params, sums, count=count, mean=mean, alpha=alpha, beta=beta)
@@ -610,6 +718,7 @@ def fit_gmm(
     tol: float | jax.Array = 1e-3,
     sample: float = 1,
     key: ArrayLike | None = None,
+    bins: int | None = DEFAULT_BINS,
 ) -> GMMFit:
     """Fits Topaz's two-component, shared-variance GMM with a Beta prior to pixel values.
 
@@ -625,6 +734,14 @@ def fit_gmm(
       sample: fit on ``round(size / sample)`` pixels drawn without replacement (static;
         Topaz ``--sample``; its default is 10); 1 uses every pixel.
       key: PRNG key for the pixel sample; required when ``sample > 1``.
+      bins: when the fit uses at least ``8 * bins`` pixels, EM runs on ``bins`` equal-width
+        bins of pixel values (each summarised by its count, mean and spread, with a
+        second-order correction for the posterior's variation inside the bin; the 512 most
+        extreme pixels on either side stay exact) instead of on every pixel: about 15x less
+        work for a 1024² image, and each EM step agrees with the per-pixel one to about 1e-6
+        relative, the level of float32 rounding of the sums. The initialisation, the single
+        Gaussian and the log-likelihood of component 1 stay exact. ``None`` always fits on
+        every pixel (static).
 
     Returns:
       A `GMMFit`: the fit with the largest ``logp`` (the first on ties) and all 12 fits.
@@ -650,6 +767,8 @@ def fit_gmm(
     beta = _check_positive_real("beta", beta)
     niters = _check_niters(niters)
     tol = _check_tol(tol)
+    if bins is not None:
+        bins = _check_int("bins", bins, 1)
     x = jnp.asarray(x, jnp.float32).reshape(-1)
     size = x.shape[0]
     if size < 1:
@@ -672,7 +791,14 @@ def fit_gmm(
     logp1 = logp1 + _beta_pdf_at_one(alpha, beta)
 
     params, logps2 = _fit_mixtures(
-        x, alpha=alpha, beta=beta, scale=scale, niters=niters, tol=tol, moments=moments
+        x,
+        alpha=alpha,
+        beta=beta,
+        scale=scale,
+        niters=niters,
+        tol=tol,
+        moments=moments,
+        bins=bins,
     )
     one = jnp.ones((1,), jnp.float32)
     mus = jnp.concatenate([params.mu1, mean * one])
@@ -703,6 +829,7 @@ def normalize(
     tol: float | jax.Array = 1e-3,
     sample: float = 1,
     key: ArrayLike | None = None,
+    bins: int | None = DEFAULT_BINS,
 ) -> tuple[jax.Array, NormalizeStats]:
     """Normalises one micrograph as ``topaz normalize`` / ``topaz preprocess`` do.
 
@@ -717,7 +844,8 @@ def normalize(
     Args:
       x: one image (any shape, usually ``(H, W)``); cast to float32.
       method: ``"gmm"`` (Topaz's default) or ``"affine"`` (static).
-      alpha, beta, niters, tol, sample, key: as in `fit_gmm` (ignored for ``"affine"``).
+      alpha, beta, niters, tol, sample, key, bins: as in `fit_gmm` (ignored for
+        ``"affine"``).
         Note Topaz's command-line default is ``sample=10``; the default here is every pixel.
 
     Returns:
@@ -746,7 +874,9 @@ def normalize(
             mu, std, jnp.float32(1.0), jnp.float32(jnp.nan), empty, empty, empty, empty, status
         )
         return centred / std, stats
-    fit = fit_gmm(x, alpha=alpha, beta=beta, niters=niters, tol=tol, sample=sample, key=key)
+    fit = fit_gmm(
+        x, alpha=alpha, beta=beta, niters=niters, tol=tol, sample=sample, key=key, bins=bins
+    )
     fit_ok = jnp.isfinite(fit.mu) & jnp.isfinite(fit.std) & (fit.std > 0)
     status = jnp.where((status == STATUS_OK) & ~fit_ok, STATUS_FIT_FAILED, status)
     status = status.astype(jnp.int32)

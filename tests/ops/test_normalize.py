@@ -183,10 +183,10 @@ def test_chunked_pass_matches_whole_pass() -> None:
 def test_chunked_fit_matches_unchunked(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fit over more pixels than one CPU chunk (padded chunks included) equals a one-chunk fit."""
     image, _ = two_component_image(jax.random.key(8), (299, 301))  # 89999 px: 3 chunks, 1 pad
-    run = jax.jit(lambda x: fit_gmm(x, niters=3))
+    run = jax.jit(lambda x: fit_gmm(x, niters=3, bins=None))
     chunked = run(image)
     monkeypatch.setattr(normalize_module, "_CPU_CHUNK", 10**9)
-    whole = jax.jit(lambda x: fit_gmm(x, niters=3))(image)
+    whole = jax.jit(lambda x: fit_gmm(x, niters=3, bins=None))(image)
     for name in GMM_KEYS:
         np.testing.assert_allclose(
             np.asarray(getattr(chunked, name)),
@@ -194,6 +194,76 @@ def test_chunked_fit_matches_unchunked(monkeypatch: pytest.MonkeyPatch) -> None:
             rtol=1e-5,
             err_msg=name,
         )
+
+
+def _image_with_outliers(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """`two_component_image` plus a few hot and cold pixels, which widen the extreme bins."""
+    image, _ = two_component_image(key, shape)
+    flat = image.reshape(-1)
+    flat = flat.at[jnp.arange(7) * 9973].set(60.0).at[jnp.arange(5) * 7919 + 11].set(-40.0)
+    return flat.reshape(shape)
+
+
+@pytest.mark.parametrize("outliers", [False, True])
+def test_binned_sums_match_pixel_sums(outliers: bool) -> None:
+    """The E-step sums from rank bins equal the per-pixel sums to float32 accuracy."""
+    key = jax.random.key(11)
+    if outliers:
+        x = _image_with_outliers(key, (200, 300)).reshape(-1)
+    else:
+        x = two_component_image(key, (200, 300))[0].reshape(-1)
+    params = normalize_module._Params(
+        jnp.linspace(1.5, 4.0, 11),
+        jnp.linspace(4.5, 5.5, 11),
+        jnp.linspace(0.2, 3.0, 11),
+        jnp.linspace(0.1, 0.98, 11),
+    )
+
+    @jax.jit
+    def both(x: jax.Array) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+        bins = normalize_module._bin_sorted(
+            normalize_module._sort_float32(x), normalize_module.DEFAULT_BINS
+        )
+        return (
+            normalize_module._em_sums_binned(bins, params),
+            normalize_module._em_sums(x, None, params),
+        )
+
+    binned, exact = both(x)
+    names = ("softplus", "S0", "S1", "M0", "M1", "Q0", "Q1")
+    for name, a, b in zip(names, binned, exact, strict=True):
+        scale = np.abs(np.asarray(b)).max()  # M sums are near zero for some inits
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5 * scale, err_msg=name)
+
+
+def test_binned_fit_matches_pixel_fit() -> None:
+    """Fixed iterations (no early stop): the binned EM follows the per-pixel EM to ~1e-6.
+
+    With Topaz's stopping rule the two can stop a few iterations apart on a flat likelihood
+    (its float32 improvements are at the level of rounding), as Topaz and the per-pixel fit can.
+    """
+    x = _image_with_outliers(jax.random.key(12), (180, 200))  # 36000 px >= 8 * 2048
+    assert normalize_module._uses_bins(x.size, normalize_module.DEFAULT_BINS)
+    run = jax.jit(lambda x, bins: fit_gmm(x, niters=30, tol=-jnp.inf, bins=bins), static_argnums=1)
+    binned = run(x, normalize_module.DEFAULT_BINS)
+    exact = run(x, None)
+    for name, rtol in (("mus", 2e-6), ("stds", 2e-6), ("pis", 2e-6), ("logps", 1e-6)):
+        np.testing.assert_allclose(
+            np.asarray(getattr(binned, name)),
+            np.asarray(getattr(exact, name)),
+            rtol=rtol,
+            err_msg=name,
+        )
+
+
+def test_small_images_are_fitted_per_pixel() -> None:
+    """Below 8 pixels per bin the fit does not bin: the spec image gives the same bits."""
+    image = spec_image()
+    assert not normalize_module._uses_bins(image.size, normalize_module.DEFAULT_BINS)
+    default = jax.device_get(_fit(image, niters=NITERS))
+    exact = jax.device_get(jax.jit(lambda x: fit_gmm(x, niters=NITERS, bins=None))(image))
+    for name in GMM_KEYS:
+        np.testing.assert_array_equal(getattr(default, name), getattr(exact, name), name)
 
 
 def test_quantiles_match_numpy() -> None:
