@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.harness import SHARED, machine, run_side, topaz_python
+from bench.harness import SHARED, machine, require_topaz, run_side
 
 JAXPICK_SIDE = """
 import numpy as np
@@ -74,13 +74,7 @@ def main() -> int:
     if not all(p.exists() for p in epu):
         print(f"real micrographs not found under {real}", file=sys.stderr)
         return 1
-    topaz = topaz_python(args.topaz_venv)
-    if topaz is None:
-        print(
-            "Topaz venv not found: bash ../shared/tools/topaz-venv.sh ../.venv-topaz",
-            file=sys.stderr,
-        )
-        return 1
+    topaz = require_topaz(args.topaz_venv)
 
     from jaxpick.simulate import SimulationConfig, write_dataset
 

@@ -51,6 +51,17 @@ def topaz_python(venv: str | os.PathLike[str] | None = None) -> Path | None:
     return python if python.exists() else None
 
 
+def require_topaz(venv: str | os.PathLike[str] | None = None) -> Path:
+    """`topaz_python`, or exit with a message saying how to build the reference venv."""
+    python = topaz_python(venv)
+    if python is None:
+        raise SystemExit(
+            "Topaz venv not found: bash ../shared/tools/topaz-venv.sh ../.venv-topaz "
+            "(or set TOPAZ_VENV)"
+        )
+    return python
+
+
 def run_side(python: str | os.PathLike[str], code: str, *, threads: int = 2) -> dict[str, Any]:
     """Runs ``code`` (after the timing prelude) in a fresh process; returns its last-line JSON."""
     env = dict(os.environ)
