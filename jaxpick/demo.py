@@ -9,7 +9,9 @@ Stages so far (each later capability adds its own):
    and EMAN2 json, crYOLO cbox, cryoSPARC cs, CSV, Topaz's VIA CSV), read each back and measure
    how far the centres moved;
 4. draw the ground truth on the first micrograph (``overlay.png``);
-5. save everything it measured in ``results.json`` and print a summary.
+5. preprocess the micrographs as ``jaxpick preprocess`` does (Fourier-crop downsampling by 2
+   and Topaz's GMM normalisation) and check the background comes out at mean 0, std 1;
+6. save everything it measured in ``results.json`` and print a summary.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from jaxpick.config import ConvertConfig, DemoConfig
+from jaxpick.config import ConvertConfig, DemoConfig, PreprocessConfig
 from jaxpick.convert import convert_coordinates
 from jaxpick.errors import JaxpickError
 from jaxpick.io.atomic import write_text_atomic
@@ -177,10 +179,51 @@ def run_demo(config: DemoConfig, *, log: TextIO | None = None) -> DemoResult:
         overlay_picks(path, read_image(first).data, [(xy, sim.particle_radius, GREEN)])
         return {"picture": str(path), "particles_drawn": len(truth)}
 
+    def preprocess() -> dict[str, Any]:
+        from jaxpick.preprocess import preprocess as run_preprocess
+
+        dataset = state["dataset"]
+        scale = 2
+        dest = out / "preprocessed"
+        report = run_preprocess(
+            PreprocessConfig(
+                inputs=tuple(str(p) for p in dataset.micrographs),
+                destdir=str(dest),
+                scale=scale,
+                metadata=True,
+            ),
+            progress=False,
+        )
+        if report.failed:
+            raise JaxpickError(f"preprocessing failed: {report.failed}")
+        # Background = pixels farther than a particle radius from every true centre.
+        means, stds, pixel_sizes = [], [], []
+        for path in dataset.micrographs:
+            image = read_image(dest / f"{path.stem}.mrc")
+            truth = dataset.coordinates.select(dataset.coordinates.image_name == path.stem)
+            rows, cols = np.indices(image.data.shape)
+            background = np.ones(image.data.shape, bool)
+            for x, y in zip(truth.x / scale, truth.y / scale, strict=True):
+                near = (rows - y) ** 2 + (cols - x) ** 2 <= (sim.particle_radius / scale) ** 2
+                background &= ~near
+            means.append(float(image.data[background].mean()))
+            stds.append(float(image.data[background].std()))
+            pixel_sizes.append(image.pixel_size)
+        state["preprocessed"] = dest
+        return {
+            "micrographs": len(report.done),
+            "scale": scale,
+            "pixel_size": pixel_sizes[0],
+            "background_mean": round(float(np.mean(means)), 4),
+            "background_std": round(float(np.mean(stds)), 4),
+            "folder": str(dest),
+        }
+
     stage("simulate", simulate)
     stage("read-back", read_back)
     stage("convert", convert)
     stage("picture", picture)
+    stage("preprocess", preprocess)
     write_text_atomic(out / "results.json", result.to_json() + "\n")
     print(f"results: {out / 'results.json'}", file=stream)
     return result
