@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from jaxpick.config import PreprocessConfig
+from jaxpick.devices import batch_size_for, select_devices
 from jaxpick.io.atomic import write_text_atomic
 from jaxpick.io.image import write_image
 from jaxpick.io.raster import write_png
@@ -41,7 +41,6 @@ _EXTENSIONS = {
 # On the CPU micrographs run one after another inside a batch (lax.map), so a bigger batch buys
 # nothing but memory: 64 MiB is one 4096² float32 micrograph (with two more read ahead).
 _CPU_BATCH_BYTES = 64 * 2**20
-_MAX_BATCH = 64
 
 
 def output_paths(config: PreprocessConfig, name: str) -> list[Path]:
@@ -58,45 +57,12 @@ def name_hash(name: str) -> int:
     return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
 
 
-def select_devices(device: int) -> list[Any]:
-    """Topaz's ``-d``: -1 = CPU, k >= 0 = accelerator k, -2 = all local accelerators.
-
-    Falls back to the CPU with a warning when no accelerator is there (as Topaz does).
-    """
-    import jax
-
-    if device == -1:
-        return [jax.local_devices(backend="cpu")[0]]
-    accelerators = [d for d in jax.local_devices() if d.platform != "cpu"]
-    if not accelerators:
-        print("# no accelerator found; running on the CPU", file=sys.stderr)
-        return [jax.local_devices(backend="cpu")[0]]
-    if device == -2:
-        return accelerators
-    if device >= len(accelerators):
-        from jaxpick.errors import ConfigError
-
-        raise ConfigError(
-            f"device {device} requested but only {len(accelerators)} accelerator(s) found"
-        )
-    return [accelerators[device]]
-
-
 def choose_batch_size(shape: tuple[int, ...], devices: list[Any], requested: int | None) -> int:
-    """Micrographs per batch: as asked, else from free device memory (or a CPU budget), as a
-    multiple of the device count so the batch shards evenly."""
-    n = len(devices)
-    if requested is not None:
-        return max(n, math.ceil(requested / n) * n)
-    per_image = 4 * math.prod(shape)
-    budget = _CPU_BATCH_BYTES
-    stats = devices[0].memory_stats() if devices[0].platform != "cpu" else None
-    if stats and "bytes_limit" in stats:
-        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-        # FFT intermediates take a few times the input; keep half the free memory spare.
-        budget = free // 2 // 6 * n
-    per_device = max(1, min(_MAX_BATCH, budget // max(per_image * n, 1)))
-    return per_device * n
+    """Micrographs per batch for micrographs of ``shape`` (see `jaxpick.devices.batch_size_for`)."""
+    # FFT intermediates take a few times the input.
+    return batch_size_for(
+        4 * math.prod(shape), devices, requested, cpu_budget=_CPU_BATCH_BYTES, overhead=6
+    )
 
 
 def _numerics(config: PreprocessConfig) -> PreprocessConfig:

@@ -1,0 +1,77 @@
+"""Which devices a command runs on, and how many micrographs go into one device batch.
+
+Shared by every batch command (preprocess, extract, segment, denoise). Topaz's ``-d/--device``:
+-1 is the CPU, k >= 0 is accelerator k, and jaxpick adds -2 for every local accelerator (the
+batch is then sharded over them). JAX is imported lazily so that ``jaxpick --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from jaxpick.errors import ConfigError
+
+__all__ = ["batch_size_for", "select_devices"]
+
+# Micrographs per device batch at most, however small they are.
+_MAX_BATCH = 64
+
+
+def select_devices(device: int) -> list[Any]:
+    """Topaz's ``-d``: -1 = CPU, k >= 0 = accelerator k, -2 = all local accelerators.
+
+    Falls back to the CPU with a message on standard error when no accelerator is there (as
+    Topaz does).
+
+    Raises:
+      ConfigError: accelerator ``k`` does not exist.
+    """
+    import jax
+
+    if device == -1:
+        return [jax.local_devices(backend="cpu")[0]]
+    accelerators = [d for d in jax.local_devices() if d.platform != "cpu"]
+    if not accelerators:
+        print("# no accelerator found; running on the CPU", file=sys.stderr)
+        return [jax.local_devices(backend="cpu")[0]]
+    if device == -2:
+        return accelerators
+    if device >= len(accelerators):
+        raise ConfigError(
+            f"device {device} requested but only {len(accelerators)} accelerator(s) found"
+        )
+    return [accelerators[device]]
+
+
+def batch_size_for(
+    bytes_per_item: int,
+    devices: Sequence[Any],
+    requested: int | None,
+    *,
+    cpu_budget: int,
+    overhead: float,
+) -> int:
+    """Items per batch: as asked, else from free device memory (or ``cpu_budget`` bytes on the
+    CPU), as a multiple of the device count so that the batch shards evenly.
+
+    Args:
+      bytes_per_item: input bytes of one item (one micrograph).
+      devices: the devices the batch is sharded over.
+      requested: the user's batch size, if any (rounded up to a multiple of the device count).
+      cpu_budget: bytes of input one batch may take when the devices are CPUs.
+      overhead: device memory one item needs, as a multiple of ``bytes_per_item``
+        (intermediates); on accelerators half the free memory is left spare.
+    """
+    n = len(devices)
+    if requested is not None:
+        return max(n, math.ceil(requested / n) * n)
+    budget = cpu_budget
+    stats = devices[0].memory_stats() if devices[0].platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+        budget = int(free / 2 / overhead) * n
+    per_device = max(1, min(_MAX_BATCH, budget // max(bytes_per_item * n, 1)))
+    return per_device * n
