@@ -13,12 +13,22 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from jaxpick._version import __version__
-from jaxpick.cli import convert, demo, downsample, normalize, preprocess, simulate, split
+from jaxpick.cli import (
+    convert,
+    demo,
+    downsample,
+    normalize,
+    precision_recall,
+    preprocess,
+    simulate,
+    split,
+)
 from jaxpick.errors import JaxpickError
 
 # The explicit command list (the cryodrgn pattern): (group title, modules). Each module has a
 # docstring (its help text), `add_args(parser)` and `main(args) -> int | None`.
 COMMAND_GROUPS: tuple[tuple[str, tuple[tuple[str, ModuleType], ...]], ...] = (
+    ("Particle picking", (("precision_recall_curve", precision_recall),)),
     (
         "Image processing",
         (("downsample", downsample), ("normalize", normalize), ("preprocess", preprocess)),
