@@ -1,0 +1,346 @@
+"""NNX building blocks of the picker networks, with Topaz's (PyTorch's) numerics. NHWC.
+
+Every layer takes its stride and dilation *at call time* (a
+:class:`~jaxpick.models.plan.Placement`), so one parameter set serves both patch mode and dense
+("filled") mode; nothing is mutated.
+
+Convolutions are VALID, as in Topaz. On XLA:CPU a VALID convolution runs 2-3x slower than the
+same convolution with any non-zero padding, so the *fast* path pads by one (or by the stride,
+on the high side, for strided convolutions), convolves and crops back: bit-identical values,
+since the cropped outputs are exactly those that saw the padding. Single-input-channel
+convolutions (the first layer) stay VALID, which is faster there; 1x1 convolutions are einsums.
+``tests/models`` pins that the fast path equals the plain VALID path.
+
+Compute precision (:class:`Compute`): float32 (``Precision.HIGHEST``, so GPUs do not fall back
+to TF32) or bfloat16 (weights and activations rounded to bf16, products accumulated in float32,
+normalisation, biases and the returned logits in float32).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+
+from jaxpick.models.plan import ConvSpec, DropoutSpec, Placement, PoolSpec, ResidSpec
+
+#: torch BatchNorm defaults.
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+#: torch PReLU default slope.
+PRELU_INIT = 0.25
+
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Static numerical settings of one forward pass.
+
+    Attributes:
+      dtype: ``jnp.float32`` or ``jnp.bfloat16``: dtype of weights and activations fed to the
+        convolutions (accumulation is float32 either way).
+      fast: use the XLA:CPU-friendly padded convolutions (same values as plain VALID ones).
+    """
+
+    dtype: jnp.dtype = jnp.dtype(jnp.float32)
+    fast: bool = True
+
+    @property
+    def precision(self) -> lax.Precision:
+        if self.dtype == jnp.float32:
+            return lax.Precision.HIGHEST
+        return lax.Precision.DEFAULT
+
+
+def compute_settings(
+    compute_dtype: str | jnp.dtype | type = "float32", *, fast: bool = True
+) -> Compute:
+    """Normalises a dtype name into :class:`Compute`; only float32 and bfloat16 are allowed.
+
+    Raises:
+      ValueError: another dtype.
+    """
+    dtype = jnp.dtype(compute_dtype)
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+        raise ValueError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
+    return Compute(dtype=dtype, fast=fast)
+
+
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    compute: Compute = Compute(),
+) -> jax.Array:
+    """A VALID 2-D convolution, NHWC x HWIO -> NHWC float32.
+
+    Args:
+      x: input ``(B, H, W, Cin)``.
+      kernel: ``(k, k, Cin, Cout)``.
+      stride: spatial stride.
+      dilation: kernel dilation.
+      compute: dtype and fast/plain path (identical values).
+
+    Returns:
+      ``(B, H', W', Cout)`` float32 with ``H' = (H - (k - 1) * dilation - 1) // stride + 1``.
+    """
+    k = kernel.shape[0]
+    x = x.astype(compute.dtype)
+    kernel = kernel.astype(compute.dtype)
+    if k == 1:
+        if stride > 1:
+            x = x[:, ::stride, ::stride]
+        return jnp.einsum(
+            "bhwi,io->bhwo",
+            x,
+            kernel[0, 0],
+            precision=compute.precision,
+            preferred_element_type=jnp.float32,
+        )
+    extent = (k - 1) * dilation + 1
+    if compute.fast and kernel.shape[2] > 1:
+        # Pad so XLA:CPU takes its fast convolution path, then keep the VALID outputs only.
+        h = (x.shape[1] - extent) // stride + 1
+        w = (x.shape[2] - extent) // stride + 1
+        pad = ((1, 1), (1, 1)) if stride == 1 else ((0, stride), (0, stride))
+        lo = 1 if stride == 1 else 0
+        y = lax.conv_general_dilated(
+            x,
+            kernel,
+            (stride, stride),
+            pad,
+            rhs_dilation=(dilation, dilation),
+            dimension_numbers=_DIMENSIONS,
+            precision=compute.precision,
+            preferred_element_type=jnp.float32,
+        )
+        return y[:, lo : lo + h, lo : lo + w]
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        (stride, stride),
+        "VALID",
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=_DIMENSIONS,
+        precision=compute.precision,
+        preferred_element_type=jnp.float32,
+    )
+
+
+def _torch_uniform(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
+    """torch's Conv2d default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weight and bias.
+
+    (``kaiming_uniform(a=sqrt(5))`` reduces to that bound.) With a concrete key the numbers are
+    drawn on the host by numpy, seeded by the key: building a model then compiles nothing
+    (one XLA compilation of the threefry sampler per weight shape dominated model construction
+    on XLA:CPU). Under a trace (``jit``, ``nnx.eval_shape``) it falls back to ``jax.random``.
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+    try:
+        seed = np.asarray(jax.random.key_data(key)).ravel()
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+    draw = np.random.default_rng(seed.astype(np.uint64)).uniform(-bound, bound, shape)
+    return jnp.asarray(draw, jnp.float32)
+
+
+class Conv2d(nnx.Module):
+    """A k x k convolution with torch's default initialisation; stride/dilation at call time.
+
+    Attributes:
+      kernel: ``(k, k, Cin, Cout)`` (HWIO).
+      bias: ``(Cout,)`` or ``None``.
+    """
+
+    def __init__(self, nin: int, nout: int, kernel: int, *, bias: bool, rngs: nnx.Rngs) -> None:
+        fan_in = nin * kernel * kernel
+        self.kernel = nnx.Param(_torch_uniform(rngs.params(), (kernel, kernel, nin, nout), fan_in))
+        self.bias = nnx.Param(_torch_uniform(rngs.params(), (nout,), fan_in)) if bias else None
+
+    def __call__(
+        self, x: jax.Array, *, stride: int = 1, dilation: int = 1, compute: Compute = Compute()
+    ) -> jax.Array:
+        y = conv2d(x, self.kernel[...], stride=stride, dilation=dilation, compute=compute)
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return y
+
+
+class BatchNorm2d(nnx.Module):
+    """Batch normalisation over (B, H, W) with torch semantics.
+
+    Training normalises with the biased batch variance and updates the running statistics with
+    momentum 0.1 using the *unbiased* batch variance; evaluation uses the running statistics.
+    eps = 1e-5. Statistics are float32 whatever the compute dtype.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.scale = nnx.Param(jnp.ones((n,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((n,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((n,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((n,), jnp.float32))
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        x = x.astype(jnp.float32)
+        if train:
+            count = x.shape[0] * x.shape[1] * x.shape[2]
+            mean = jnp.mean(x, axis=(0, 1, 2))
+            var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+            unbiased = var * (count / max(count - 1, 1))
+            self.mean[...] = (1 - BN_MOMENTUM) * self.mean[...] + BN_MOMENTUM * lax.stop_gradient(
+                mean
+            )
+            self.var[...] = (1 - BN_MOMENTUM) * self.var[...] + BN_MOMENTUM * lax.stop_gradient(
+                unbiased
+            )
+        else:
+            mean, var = self.mean[...], self.var[...]
+        inv = lax.rsqrt(var + BN_EPS) * self.scale[...]
+        return (x - mean) * inv + self.bias[...]
+
+
+class PReLU(nnx.Module):
+    """``nn.PReLU()``: one learnable negative slope shared by all channels (init 0.25)."""
+
+    def __init__(self) -> None:
+        self.weight = nnx.Param(jnp.full((1,), PRELU_INIT, jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.where(x >= 0, x, self.weight[...][0] * x)
+
+
+class ConvBlock(nnx.Module):
+    """conv -> [BN] -> ReLU/PReLU (:class:`~jaxpick.models.plan.ConvSpec`)."""
+
+    def __init__(self, spec: ConvSpec, *, rngs: nnx.Rngs) -> None:
+        self.spec = spec
+        self.conv = Conv2d(spec.nin, spec.nout, spec.kernel, bias=spec.bias, rngs=rngs)
+        self.bn = BatchNorm2d(spec.nout) if spec.bn else None
+        self.act = PReLU() if spec.activation == "prelu" else None
+
+    def __call__(
+        self,
+        x: jax.Array,
+        place: Placement,
+        *,
+        train: bool,
+        key: jax.Array | None,
+        compute: Compute,
+    ) -> jax.Array:
+        y = self.conv(
+            x, stride=place.stride, dilation=self.spec.dilation * place.scale, compute=compute
+        )
+        if self.bn is not None:
+            y = self.bn(y, train=train)
+        y = jax.nn.relu(y) if self.act is None else self.act(y)
+        return y.astype(compute.dtype)
+
+
+class ResidBlock(nnx.Module):
+    """Topaz's ``ResidA`` (:class:`~jaxpick.models.plan.ResidSpec`)."""
+
+    def __init__(self, spec: ResidSpec, *, rngs: nnx.Rngs) -> None:
+        self.spec = spec
+        # Creation order = torch's registration order (proj first), so a fresh model draws
+        # its random weights in the same order as Topaz.
+        self.proj = Conv2d(spec.nin, spec.nout, 1, bias=False, rngs=rngs) if spec.has_proj else None
+        self.conv0 = Conv2d(spec.nin, spec.nhidden, 3, bias=spec.bias, rngs=rngs)
+        self.bn0 = BatchNorm2d(spec.nhidden) if spec.bn else None
+        self.conv1 = Conv2d(spec.nhidden, spec.nout, 3, bias=spec.bias, rngs=rngs)
+        self.bn1 = BatchNorm2d(spec.nout) if spec.bn else None
+
+    def __call__(
+        self,
+        x: jax.Array,
+        place: Placement,
+        *,
+        train: bool,
+        key: jax.Array | None,
+        compute: Compute,
+    ) -> jax.Array:
+        d0 = place.scale
+        d1 = self.spec.dilation * place.scale
+        h = self.conv0(x, dilation=d0, compute=compute)
+        if self.bn0 is not None:
+            h = self.bn0(h, train=train)
+        h = jax.nn.relu(h).astype(compute.dtype)
+        y = self.conv1(h, stride=place.stride, dilation=d1, compute=compute)
+        edge = d0 + d1
+        residual = x[:, edge:-edge, edge:-edge]
+        if self.proj is not None:
+            residual = self.proj(residual, stride=place.stride, compute=compute)
+        elif place.stride > 1:
+            residual = residual[:, :: place.stride, :: place.stride]
+        y = y + residual.astype(jnp.float32)
+        if self.bn1 is not None:
+            y = self.bn1(y, train=train)
+        return jax.nn.relu(y).astype(compute.dtype)
+
+
+class MaxPool(nnx.Module):
+    """Max pooling (:class:`~jaxpick.models.plan.PoolSpec`); padding counts as -inf, like torch."""
+
+    def __init__(self, spec: PoolSpec, *, rngs: nnx.Rngs) -> None:
+        self.spec = spec
+
+    def __call__(
+        self,
+        x: jax.Array,
+        place: Placement,
+        *,
+        train: bool,
+        key: jax.Array | None,
+        compute: Compute,
+    ) -> jax.Array:
+        k, d = self.spec.kernel, place.scale
+        p = self.spec.padding * place.scale
+        return lax.reduce_window(
+            x,
+            jnp.array(-jnp.inf, x.dtype),
+            lax.max,
+            (1, k, k, 1),
+            (1, place.stride, place.stride, 1),
+            ((0, 0), (p, p), (p, p), (0, 0)),
+            window_dilation=(1, d, d, 1),
+        )
+
+
+class Dropout(nnx.Module):
+    """``nn.Dropout(p)``: in training, zero with probability p and scale by 1/(1-p)."""
+
+    def __init__(self, spec: DropoutSpec, *, rngs: nnx.Rngs) -> None:
+        self.spec = spec
+
+    def __call__(
+        self,
+        x: jax.Array,
+        place: Placement,
+        *,
+        train: bool,
+        key: jax.Array | None,
+        compute: Compute,
+    ) -> jax.Array:
+        rate = self.spec.rate
+        if not train or rate == 0:
+            return x
+        if key is None:
+            raise ValueError("key: a PRNG key is needed for dropout in training mode")
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+#: Plan layer type -> module class (the builder's dispatch table).
+LAYER_MODULES: dict[type, type[nnx.Module]] = {
+    ConvSpec: ConvBlock,
+    ResidSpec: ResidBlock,
+    PoolSpec: MaxPool,
+    DropoutSpec: Dropout,
+}
