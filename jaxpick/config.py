@@ -171,3 +171,149 @@ class PreprocessConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
         if self.num_readers < 1:
             raise ConfigError(f"num_readers must be >= 1, got {self.num_readers!r}")
+
+
+EXTRACT_FORMATS = ("coord", "csv", "star", "json", "box")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractConfig:
+    """``jaxpick extract``: micrographs in, scored particle coordinates out (Topaz's flags).
+
+    Attributes:
+      inputs: micrograph files (already preprocessed as the model expects), or score maps
+        when ``model == "none"``.
+      model: a Topaz pretrained name (resnet16 = resnet16_u64, resnet8 = resnet8_u32, ...), a
+        Topaz ``.sav`` file, a jaxpick checkpoint folder, or ``"none"``.
+      radius: NMS radius in pixels; None runs the radius search (needs ``targets``).
+      threshold: only scores above this are picked (logits; Topaz's default -6).
+      down_scale, up_scale: output coordinates are ``round(coord * up_scale / down_scale)``
+        (not rounded when the factor is 1).
+      patch_size: score in tiles of this side (0: whole micrographs, or tiles chosen from
+        memory).
+      output: a file, a folder (with ``per_micrograph``), or None for standard output.
+      per_micrograph: one coordinate file per micrograph, ``<dir>/<name><suffix>.<format>``.
+      suffix: appended to image names in per-micrograph file names.
+      format: output format (coord, csv, star, json, box).
+      box_size: box side written in box files; None: twice the NMS radius (Topaz writes 0,
+        a box no program can use).
+      targets: ground-truth coordinate files for validation / the radius search.
+      min_radius, max_radius, step_radius: the radius search grid (inclusive of max).
+      assignment_radius: matching radius for validation (default: the NMS radius).
+      only_validate: evaluate only, write no picks.
+      max_particles: picks per micrograph at most (None: as many as the radius allows).
+      precision: ``float32`` or ``bfloat16`` (faster, slightly different scores).
+      batch_size: micrographs per device batch (None: from memory).
+      num_readers: reader threads.
+      overwrite: redo micrographs whose outputs exist.
+      device: -1 CPU, k accelerator k, -2 all accelerators.
+    """
+
+    inputs: tuple[str, ...]
+    model: str = "resnet16"
+    radius: int | None = None
+    threshold: float = -6.0
+    down_scale: float = 1.0
+    up_scale: float = 1.0
+    patch_size: int = 0
+    output: str | None = None
+    per_micrograph: bool = False
+    suffix: str = ""
+    format: str = "coord"
+    box_size: int | None = None
+    targets: tuple[str, ...] = ()
+    min_radius: int = 5
+    max_radius: int = 100
+    step_radius: int = 5
+    assignment_radius: float | None = None
+    only_validate: bool = False
+    max_particles: int | None = None
+    precision: str = "float32"
+    batch_size: int | None = None
+    num_readers: int = 2
+    overwrite: bool = False
+    device: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("no micrographs given")
+        if self.radius is None and not self.targets:
+            raise ConfigError("-r/--radius is required unless --targets is given")
+        if self.radius is not None and self.radius < 0:
+            raise ConfigError(f"radius must be >= 0, got {self.radius}")
+        if self.radius is None and not (
+            0 <= self.min_radius <= self.max_radius and self.step_radius > 0
+        ):
+            raise ConfigError(
+                "the radius search needs 0 <= --min-radius <= --max-radius and --step-radius > 0"
+                f" (got {self.min_radius}, {self.max_radius}, {self.step_radius})"
+            )
+        for name in ("down_scale", "up_scale"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if self.patch_size < 0:
+            raise ConfigError(f"patch_size must be >= 0, got {self.patch_size}")
+        if self.format not in EXTRACT_FORMATS:
+            raise ConfigError(
+                f"format must be one of {', '.join(EXTRACT_FORMATS)}, got {self.format!r}"
+            )
+        if self.per_micrograph and self.output is None:
+            raise ConfigError("--per-micrograph needs -o/--output (a folder)")
+        if self.only_validate and not self.targets:
+            raise ConfigError("--only-validate needs --targets")
+        if self.assignment_radius is not None and self.assignment_radius <= 0:
+            raise ConfigError(f"assignment_radius must be > 0, got {self.assignment_radius}")
+        if self.max_particles is not None and self.max_particles < 1:
+            raise ConfigError(f"max_particles must be >= 1, got {self.max_particles}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ConfigError(f"precision must be float32 or bfloat16, got {self.precision!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if self.num_readers < 1:
+            raise ConfigError(f"num_readers must be >= 1, got {self.num_readers!r}")
+
+    @property
+    def radii(self) -> tuple[int, ...]:
+        """The NMS radii to run: ``(radius,)``, or the search grid."""
+        if self.radius is not None:
+            return (self.radius,)
+        return tuple(range(self.min_radius, self.max_radius + 1, self.step_radius))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentConfig:
+    """``jaxpick segment``: micrographs in, dense score maps (logits) out.
+
+    Attributes:
+      inputs: micrograph files.
+      destdir: output folder; maps are ``<destdir>/<name>.<format>``.
+      model: as in `ExtractConfig`.
+      format: ``tiff`` (Topaz's) or ``mrc``; float32 either way.
+      patch_size, precision, batch_size, num_readers, overwrite, device: as in `ExtractConfig`.
+    """
+
+    inputs: tuple[str, ...]
+    destdir: str
+    model: str = "resnet16"
+    format: str = "tiff"
+    patch_size: int = 0
+    precision: str = "float32"
+    batch_size: int | None = None
+    num_readers: int = 2
+    overwrite: bool = False
+    device: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("no micrographs given")
+        if self.format not in ("tiff", "tif", "mrc"):
+            raise ConfigError(f"format must be tiff or mrc, got {self.format!r}")
+        if self.patch_size < 0:
+            raise ConfigError(f"patch_size must be >= 0, got {self.patch_size}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ConfigError(f"precision must be float32 or bfloat16, got {self.precision!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if self.num_readers < 1:
+            raise ConfigError(f"num_readers must be >= 1, got {self.num_readers!r}")

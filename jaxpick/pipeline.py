@@ -81,7 +81,8 @@ def plan(
     Args:
       paths: input micrographs.
       outputs: the output files of an input, given its image name; an input is finished when
-        all of them exist (outputs are renamed into place only when complete).
+        all of them exist (outputs are renamed into place only when complete). An input with
+        no output files (results kept in memory) is never finished.
       overwrite: process finished inputs again.
       report: collects skipped inputs and header failures.
 
@@ -102,7 +103,8 @@ def plan(
                 "their outputs would overwrite each other"
             )
         seen[name] = path
-        if not overwrite and all(p.exists() for p in outputs(name)):
+        done = outputs(name)
+        if not overwrite and done and all(p.exists() for p in done):
             report.skipped.append(name)
             continue
         try:

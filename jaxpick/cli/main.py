@@ -15,11 +15,14 @@ from types import ModuleType
 from jaxpick._version import __version__
 from jaxpick.cli import (
     convert,
+    convert_model,
     demo,
     downsample,
+    extract,
     normalize,
     precision_recall,
     preprocess,
+    segment,
     simulate,
     split,
 )
@@ -28,7 +31,15 @@ from jaxpick.errors import JaxpickError
 # The explicit command list (the cryodrgn pattern): (group title, modules). Each module has a
 # docstring (its help text), `add_args(parser)` and `main(args) -> int | None`.
 COMMAND_GROUPS: tuple[tuple[str, tuple[tuple[str, ModuleType], ...]], ...] = (
-    ("Particle picking", (("precision_recall_curve", precision_recall),)),
+    (
+        "Particle picking",
+        (
+            ("extract", extract),
+            ("segment", segment),
+            ("precision_recall_curve", precision_recall),
+            ("convert-model", convert_model),
+        ),
+    ),
     (
         "Image processing",
         (("downsample", downsample), ("normalize", normalize), ("preprocess", preprocess)),
