@@ -11,7 +11,11 @@ Stages so far (each later capability adds its own):
 4. draw the ground truth on the first micrograph (``overlay.png``);
 5. preprocess the micrographs as ``jaxpick preprocess`` does (Fourier-crop downsampling by 2
    and Topaz's GMM normalisation) and check the background comes out at mean 0, std 1;
-6. save everything it measured in ``results.json`` and print a summary.
+6. pick particles on the preprocessed micrographs with Topaz's pretrained resnet16 detector
+   (``jaxpick extract``; skipped, with the reason, when topaz-em's weight files are not
+   installed), evaluate the picks against the ground truth (AUPRC, precision-recall curve
+   ``precision_recall.png``) and draw them (``picks.png``);
+7. save everything it measured in ``results.json`` and print a summary.
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from jaxpick.config import ConvertConfig, DemoConfig, PreprocessConfig
+from jaxpick.config import ConvertConfig, DemoConfig, ExtractConfig, PreprocessConfig
 from jaxpick.convert import convert_coordinates
 from jaxpick.errors import JaxpickError
 from jaxpick.io.atomic import write_text_atomic
 from jaxpick.io.coords import Coordinates, read_coordinates, read_many
 from jaxpick.io.image import read_image
-from jaxpick.plot import GREEN, overlay_picks
+from jaxpick.plot import GREEN, MAGENTA, overlay_picks, plot_precision_recall
 from jaxpick.simulate import SimulationConfig, iter_dataset, write_dataset
 
 # (format, output name, extra convert options): every format jaxpick writes.
@@ -219,11 +223,75 @@ def run_demo(config: DemoConfig, *, log: TextIO | None = None) -> DemoResult:
             "folder": str(dest),
         }
 
+    def pick() -> dict[str, Any]:
+        from jaxpick.checkpoint import pretrained_path
+        from jaxpick.errors import FileFormatError
+        from jaxpick.extract import extract
+        from jaxpick.metrics import evaluate_picks
+
+        model = "resnet16"
+        try:
+            pretrained_path(model)
+        except FileFormatError as err:
+            return {"skipped": f"no pretrained weights ({err.problem})"}
+        dataset = state["dataset"]
+        dest: Path = state["preprocessed"]
+        scale = 2
+        radius = max(1, round(sim.particle_radius / scale))
+        picks_file = out / "picks.txt"
+        result = extract(
+            ExtractConfig(
+                inputs=tuple(str(dest / f"{p.stem}.mrc") for p in dataset.micrographs),
+                model=model,
+                radius=radius,
+                threshold=-6.0,
+                up_scale=scale,
+                output=str(picks_file),
+                overwrite=True,
+                device=-1,
+            ),
+            progress=False,
+        )
+        if result.report.failed:
+            raise JaxpickError(f"extraction failed: {result.report.failed}")
+        picks = read_coordinates(picks_file, "coord")
+        evaluation = evaluate_picks(dataset.coordinates, picks, sim.particle_radius)
+        curve = evaluation.curve
+        plot_precision_recall(
+            out / "precision_recall.png",
+            curve.recall,
+            curve.precision,
+            title=f"pretrained {model}: AUPRC {curve.auprc:.3f}",
+        )
+        first = dataset.micrographs[0]
+        truth = dataset.coordinates.select(dataset.coordinates.image_name == first.stem)
+        mine = picks.select(picks.image_name == first.stem)
+        assert mine.score is not None
+        order = np.argsort(-mine.score)[: len(truth)]  # as many as there are particles
+        overlay_picks(
+            out / "picks.png",
+            read_image(first).data,
+            [
+                (np.stack([truth.x, truth.y], axis=1), sim.particle_radius, GREEN),
+                (np.stack([mine.x[order], mine.y[order]], axis=1), sim.particle_radius, MAGENTA),
+            ],
+        )
+        return {
+            "model": model,
+            "radius": radius,
+            "picks": len(picks),
+            "auprc": round(curve.auprc, 4),
+            "hits": evaluation.num_hits,
+            "targets": evaluation.num_targets,
+            "pictures": [str(out / "precision_recall.png"), str(out / "picks.png")],
+        }
+
     stage("simulate", simulate)
     stage("read-back", read_back)
     stage("convert", convert)
     stage("picture", picture)
     stage("preprocess", preprocess)
+    stage("pick", pick)
     write_text_atomic(out / "results.json", result.to_json() + "\n")
     print(f"results: {out / 'results.json'}", file=stream)
     return result

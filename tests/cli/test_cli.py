@@ -277,7 +277,7 @@ def test_demo_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
     stages = results["stages"]
-    assert list(stages) == ["simulate", "read-back", "convert", "picture", "preprocess"]
+    assert list(stages) == ["simulate", "read-back", "convert", "picture", "preprocess", "pick"]
     assert stages["read-back"]["images_identical"] == 2 * 4
     assert stages["convert"]["formats"] == 7
     assert stages["convert"]["worst_err_px"] < 1e-3
@@ -288,3 +288,8 @@ def test_demo_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert pre["pixel_size"] == pytest.approx(2 * stages["read-back"]["pixel_size"])
     assert abs(pre["background_mean"]) < 0.1
     assert abs(pre["background_std"] - 1.0) < 0.1
+    pick = stages["pick"]
+    if "skipped" not in pick:  # topaz-em's weight files installed
+        assert 0.0 <= pick["auprc"] <= 1.0
+        assert pick["targets"] == stages["simulate"]["particles"]
+        assert (out / "precision_recall.png").stat().st_size > 1000
