@@ -95,7 +95,24 @@ def main() -> int:
                     f"{scale:>5} {tool:<13} {r['wall_s']:>8.2f} {n / r['wall_s']:>7.2f} "
                     f"{r['peak_rss_gib']:>9.2f} {r['ratio']:>6.2f}x"
                 )
-            results["runs"].append({"scale": scale, "n": n, **row})
+            # Steady state (what 10^4 micrographs see): the same commands on one micrograph
+            # give each tool's fixed cost (start-up, imports); the rest is per micrograph.
+            marginal = {}
+            for tool, cli in (("jaxpick-warm", jaxpick_cli), ("topaz", topaz_cli)):
+                out = tmp / f"{tool}-{scale}-one"
+                argv = [cli, "preprocess", "-s", str(scale), "-o", str(out), mics[0]]
+                argv += ["-d", "-1"] if tool == "topaz" else []
+                one = run_command([*argv, "-j", str(args.threads)], args.threads, cache)
+                shutil.rmtree(out, ignore_errors=True)
+                marginal[tool] = (row[tool]["wall_s"] - one["wall_s"]) / (n - 1)
+                row[tool]["one_micrograph_wall_s"] = one["wall_s"]
+                row[tool]["steady_s_per_micrograph"] = marginal[tool]
+            steady = marginal["topaz"] / marginal["jaxpick-warm"]
+            print(
+                f"{scale:>5} steady state: jaxpick {marginal['jaxpick-warm']:.3f} s/mic, "
+                f"topaz {marginal['topaz']:.3f} s/mic, {steady:.2f}x"
+            )
+            results["runs"].append({"scale": scale, "n": n, **row, "steady_ratio": steady})
 
         # Parity: same inputs, no subsampling on either side.
         subset = mics[: args.parity_files] + ([str(epu)] if epu.exists() else [])

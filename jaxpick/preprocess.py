@@ -9,6 +9,7 @@ atomic writes, skip-done, per-file failures).
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import math
@@ -182,11 +183,20 @@ def preprocess(config: PreprocessConfig, *, progress: bool = True) -> Report:
                 -(-len(items) // len(devices)) * len(devices),
             )
             run = _compiled(_numerics(config), devices)
+            # Two batches in flight: the next one is dispatched (asynchronously) before the
+            # results of the previous one are fetched, so the device never waits for the host
+            # and, on a CPU, two micrographs can use the cores one alone leaves idle.
+            in_flight: collections.deque[tuple[Batch, Any]] = collections.deque()
             for batch in batches(items, size, readers=readers, report=report):
                 hashes = np.zeros(size, dtype=np.uint32)
                 hashes[: len(batch.items)] = [name_hash(i.name) for i in batch.items]
-                images, stats = jax.device_get(run(batch.data, hashes))
-                _dispatch(batch, images, stats, config, writers, report, bar)
+                in_flight.append((batch, run(batch.data, hashes)))
+                if len(in_flight) > 1:
+                    done, result = in_flight.popleft()
+                    _dispatch(done, *jax.device_get(result), config, writers, report, bar)
+            while in_flight:
+                done, result = in_flight.popleft()
+                _dispatch(done, *jax.device_get(result), config, writers, report, bar)
         writers.drain(report)
     finally:
         writers.close()

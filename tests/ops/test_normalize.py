@@ -242,7 +242,7 @@ def test_binned_fit_matches_pixel_fit() -> None:
     With Topaz's stopping rule the two can stop a few iterations apart on a flat likelihood
     (its float32 improvements are at the level of rounding), as Topaz and the per-pixel fit can.
     """
-    x = _image_with_outliers(jax.random.key(12), (180, 200))  # 36000 px >= 8 * 2048
+    x = _image_with_outliers(jax.random.key(12), (180, 200))  # 36000 px >= 16 * 1024
     assert normalize_module._uses_bins(x.size, normalize_module.DEFAULT_BINS)
     run = jax.jit(lambda x, bins: fit_gmm(x, niters=30, tol=-jnp.inf, bins=bins), static_argnums=1)
     binned = run(x, normalize_module.DEFAULT_BINS)
@@ -257,7 +257,7 @@ def test_binned_fit_matches_pixel_fit() -> None:
 
 
 def test_small_images_are_fitted_per_pixel() -> None:
-    """Below 8 pixels per bin the fit does not bin: the spec image gives the same bits."""
+    """Below 16 pixels per bin the fit does not bin: the spec image gives the same bits."""
     image = spec_image()
     assert not normalize_module._uses_bins(image.size, normalize_module.DEFAULT_BINS)
     default = jax.device_get(_fit(image, niters=NITERS))
