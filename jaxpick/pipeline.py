@@ -177,8 +177,13 @@ def batches(
             top_up()
         if not chosen:
             continue
-        data = np.zeros((batch_size, *shape), dtype=np.float32)
-        data[: len(arrays)] = np.stack(arrays)
+        # One copy at most (a 4096² micrograph is 64 MiB): a full batch of one is a view.
+        if len(arrays) == batch_size == 1 and arrays[0].dtype == np.float32:
+            data = arrays[0][None]
+        else:
+            data = np.zeros((batch_size, *shape), dtype=np.float32)
+            for i, array in enumerate(arrays):
+                data[i] = array
         valid = np.arange(batch_size) < len(chosen)
         yield Batch(tuple(chosen), data, valid)
 
