@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jaxpick.errors import ConfigError
 
-__all__ = ["batch_size_for", "select_devices"]
+__all__ = ["batch_size_for", "batched_jit", "select_devices"]
 
 # Micrographs per device batch at most, however small they are.
 _MAX_BATCH = 64
@@ -75,3 +75,39 @@ def batch_size_for(
         budget = int(free / 2 / overhead) * n
     per_device = max(1, min(_MAX_BATCH, budget // max(bytes_per_item * n, 1)))
     return per_device * n
+
+
+def batched_jit(
+    one: Callable[..., Any], devices: Sequence[Any], in_axes: tuple[int | None, ...]
+) -> Callable[..., Any]:
+    """``jax.jit`` of ``one`` mapped over a batch, sharded over ``devices`` along the batch.
+
+    Arguments with ``in_axes`` 0 are batched (and sharded over a 1-D ``"data"`` mesh); those
+    with None are shared (replicated: model weights, thresholds). Outputs are batched. On one
+    CPU device the batch is mapped item by item (``lax.map``): a vmapped batch runs no faster
+    there and needs a batch's worth of intermediates (measured: 0.95 vs 0.82 s per 4096²
+    micrograph in preprocessing); elsewhere it is vmapped.
+    """
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(devices), ("data",))
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    shardings = tuple(sharded if axis == 0 else replicated for axis in in_axes)
+    if len(devices) == 1 and devices[0].platform == "cpu":
+
+        def batched(*args: Any) -> Any:
+            mapped = tuple(a for a, axis in zip(args, in_axes, strict=True) if axis == 0)
+
+            def item(values: tuple[Any, ...]) -> Any:
+                it = iter(values)
+                return one(
+                    *(next(it) if axis == 0 else a for a, axis in zip(args, in_axes, strict=True))
+                )
+
+            return jax.lax.map(item, mapped)
+    else:
+        batched = jax.vmap(one, in_axes=in_axes)
+    return jax.jit(batched, in_shardings=shardings, out_shardings=sharded)

@@ -40,7 +40,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from jaxpick.config import ExtractConfig, SegmentConfig
-from jaxpick.devices import batch_size_for, select_devices
+from jaxpick.devices import batch_size_for, batched_jit, select_devices
 from jaxpick.errors import ConfigError, JaxpickError
 from jaxpick.io.atomic import write_text_atomic
 from jaxpick.io.coords import Coordinates, read_coordinates, read_many, write_coordinates
@@ -125,24 +125,15 @@ def _choose_tile(
     return side
 
 
-def _batch_function(
-    scorer: _Scorer,
-    devices: tuple[Any, ...],
-    *,
-    tile: int | None,
-    radii: tuple[int, ...],
-    limits: tuple[int, ...],
-    with_maps: bool,
-) -> Callable[..., Any]:
-    """The jitted ``(state, images, threshold) -> (picks per radius, score maps or None)``."""
+def _score_one(scorer: _Scorer, tile: int | None) -> Callable[[Any, Any], Any]:
+    """``(state, image (H, W)) -> logits (H, W)``: the model's dense scores, or the image
+    itself for ``-m none``."""
     import jax
     from flax import nnx
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     from jaxpick.inference.score import score_image
-    from jaxpick.kernels.nms import nms
 
-    def score_one(state: Any, image: jax.Array) -> jax.Array:
+    def score(state: Any, image: jax.Array) -> jax.Array:
         if scorer.graphdef is None:
             return image.astype(jax.numpy.float32)
         net = nnx.merge(scorer.graphdef, state)
@@ -152,64 +143,30 @@ def _batch_function(
 
         return score_image(apply, image, receptive_field=scorer.receptive_field, tile=tile)
 
-    def one(state: Any, image: jax.Array, threshold: jax.Array) -> Any:
-        scores = score_one(state, image)
-        picks = tuple(
+    return score
+
+
+def _batch_function(
+    scorer: _Scorer,
+    devices: tuple[Any, ...],
+    *,
+    tile: int | None,
+    radii: tuple[int, ...],
+    limits: tuple[int, ...],
+) -> Callable[..., Any]:
+    """The jitted ``(state, images, threshold) -> picks per radius``."""
+    from jaxpick.kernels.nms import nms
+
+    score = _score_one(scorer, tile)
+
+    def one(state: Any, image: Any, threshold: Any) -> Any:
+        scores = score(state, image)
+        return tuple(
             nms(scores, radius=r, max_particles=k, threshold=threshold)
             for r, k in zip(radii, limits, strict=True)
         )
-        return picks, (scores if with_maps else None)
 
-    mesh = Mesh(np.array(devices), ("data",))
-    sharded = NamedSharding(mesh, PartitionSpec("data"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    if len(devices) == 1 and devices[0].platform == "cpu":
-
-        def batched(state: Any, images: jax.Array, threshold: jax.Array) -> Any:
-            return jax.lax.map(lambda x: one(state, x, threshold), images)
-    else:
-
-        def batched(state: Any, images: jax.Array, threshold: jax.Array) -> Any:
-            return jax.vmap(lambda x: one(state, x, threshold))(images)
-
-    return jax.jit(
-        batched,
-        in_shardings=(replicated, sharded, replicated),
-        out_shardings=sharded,
-    )
-
-
-def _score_function(
-    scorer: _Scorer, devices: tuple[Any, ...], *, tile: int | None
-) -> Callable[..., Any]:
-    """The jitted ``(state, images) -> score maps`` of ``segment``."""
-    import jax
-    from flax import nnx
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    from jaxpick.inference.score import score_image
-
-    def one(state: Any, image: jax.Array) -> jax.Array:
-        net = nnx.merge(scorer.graphdef, state)
-
-        def apply(x: jax.Array) -> jax.Array:
-            return net(x, dense=True, compute_dtype=scorer.precision)
-
-        return score_image(apply, image, receptive_field=scorer.receptive_field, tile=tile)
-
-    mesh = Mesh(np.array(devices), ("data",))
-    sharded = NamedSharding(mesh, PartitionSpec("data"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    if len(devices) == 1 and devices[0].platform == "cpu":
-
-        def batched(state: Any, images: jax.Array) -> jax.Array:
-            return jax.lax.map(lambda x: one(state, x), images)
-    else:
-
-        def batched(state: Any, images: jax.Array) -> jax.Array:
-            return jax.vmap(lambda x: one(state, x))(images)
-
-    return jax.jit(batched, in_shardings=(replicated, sharded), out_shardings=sharded)
+    return batched_jit(one, devices, (None, 0, None))
 
 
 def _batch_size(
@@ -399,12 +356,10 @@ def extract(
                 min(max_picks(shape, r), config.max_particles or max_picks(shape, r)) for r in radii
             )
             tile = _choose_tile(scorer, shape, devices, config.patch_size)
-            run = _batch_function(
-                scorer, devices, tile=tile, radii=radii, limits=limits, with_maps=False
-            )
+            run = _batch_function(scorer, devices, tile=tile, radii=radii, limits=limits)
             size = _batch_size(scorer, shape, devices, config.batch_size, len(items))
             for batch in batches(items, size, readers=readers, report=report):
-                picks, _ = jax.device_get(run(scorer.state, batch.data, threshold))
+                picks = jax.device_get(run(scorer.state, batch.data, threshold))
                 _dispatch_picks(
                     batch,
                     picks,
@@ -602,7 +557,7 @@ def segment(config: SegmentConfig, *, progress: bool = True) -> Report:
     try:
         for shape, items in groups.items():
             tile = _choose_tile(scorer, shape, devices, config.patch_size)
-            run = _score_function(scorer, devices, tile=tile)
+            run = batched_jit(_score_one(scorer, tile), devices, (None, 0))
             size = _batch_size(scorer, shape, devices, config.batch_size, len(items))
             for batch in batches(items, size, readers=readers, report=report):
                 maps = np.asarray(jax.device_get(run(scorer.state, batch.data)))
