@@ -12,6 +12,19 @@ from dataclasses import dataclass
 from jaxpick.errors import ConfigError
 
 
+def _check_batching(batch_size: int | None, num_readers: int) -> None:
+    """The settings every batch command shares: device batch size and reader threads."""
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+    if num_readers < 1:
+        raise ConfigError(f"num_readers must be >= 1, got {num_readers!r}")
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in ("float32", "bfloat16"):
+        raise ConfigError(f"precision must be float32 or bfloat16, got {precision!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ConvertConfig:
     """``jaxpick convert``: coordinate files in, one coordinate file (or a folder of them) out.
@@ -167,10 +180,7 @@ class PreprocessConfig:
             raise ConfigError(
                 f"format must be a comma-separated list of mrc, tiff, png, jpg; got {self.formats}"
             )
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if self.num_readers < 1:
-            raise ConfigError(f"num_readers must be >= 1, got {self.num_readers!r}")
+        _check_batching(self.batch_size, self.num_readers)
 
 
 EXTRACT_FORMATS = ("coord", "csv", "star", "json", "box")
@@ -266,12 +276,8 @@ class ExtractConfig:
             raise ConfigError(f"assignment_radius must be > 0, got {self.assignment_radius}")
         if self.max_particles is not None and self.max_particles < 1:
             raise ConfigError(f"max_particles must be >= 1, got {self.max_particles}")
-        if self.precision not in ("float32", "bfloat16"):
-            raise ConfigError(f"precision must be float32 or bfloat16, got {self.precision!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if self.num_readers < 1:
-            raise ConfigError(f"num_readers must be >= 1, got {self.num_readers!r}")
+        _check_precision(self.precision)
+        _check_batching(self.batch_size, self.num_readers)
 
     @property
     def radii(self) -> tuple[int, ...]:
@@ -311,9 +317,5 @@ class SegmentConfig:
             raise ConfigError(f"format must be tiff or mrc, got {self.format!r}")
         if self.patch_size < 0:
             raise ConfigError(f"patch_size must be >= 0, got {self.patch_size}")
-        if self.precision not in ("float32", "bfloat16"):
-            raise ConfigError(f"precision must be float32 or bfloat16, got {self.precision!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if self.num_readers < 1:
-            raise ConfigError(f"num_readers must be >= 1, got {self.num_readers!r}")
+        _check_precision(self.precision)
+        _check_batching(self.batch_size, self.num_readers)
