@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ def save_model(
     *,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
+    extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Saves a picker as a checkpoint directory, atomically.
 
@@ -129,6 +132,9 @@ def save_model(
       provenance: JSON-serialisable notes stored in ``config.json`` (e.g. the source ``.sav``
         and its sha256).
       overwrite: replace an existing checkpoint directory.
+      extra_arrays: further orbax trees saved beside the parameters, ``{subfolder: {name:
+        array}}`` (training writes its optimizer state here; :func:`load_arrays` reads them).
+      extra_files: further text files, ``{file name: text}``.
 
     Returns:
       The checkpoint directory.
@@ -171,8 +177,13 @@ def save_model(
         try:
             checkpointer.save(tmp / PARAMS_DIR, arrays)
             checkpointer.wait_until_finished()
+            for folder, tree in (extra_arrays or {}).items():
+                checkpointer.save(tmp / folder, dict(tree))
+                checkpointer.wait_until_finished()
         finally:
             checkpointer.close()
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_text(content, encoding="utf-8")
         (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
         umask = os.umask(0)
         os.umask(umask)
@@ -247,6 +258,29 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Picker, ModelConfig]:
         raise FileFormatError(params, "unexpected content")
     set_model_arrays(model, dict(arrays), source=os.fspath(params))
     return model, config
+
+
+def load_arrays(path: str | os.PathLike[str], folder: str) -> dict[str, np.ndarray]:
+    """The ``{name: array}`` tree saved as ``extra_arrays[folder]`` by :func:`save_model`.
+
+    Raises:
+      FileFormatError: the folder is missing or cannot be restored.
+    """
+    import orbax.checkpoint as ocp
+
+    where = Path(path).absolute() / folder
+    if not where.is_dir():
+        raise FileFormatError(where, "missing from the checkpoint")
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        arrays = checkpointer.restore(where)
+    except Exception as err:  # orbax raises many types for damaged checkpoints
+        raise FileFormatError(where, f"cannot restore: {err}") from err
+    finally:
+        checkpointer.close()
+    if not isinstance(arrays, dict):
+        raise FileFormatError(where, "unexpected content")
+    return {k: np.asarray(v) for k, v in arrays.items()}
 
 
 def topaz_package_dir() -> Path | None:

@@ -319,3 +319,123 @@ class SegmentConfig:
             raise ConfigError(f"patch_size must be >= 0, got {self.patch_size}")
         _check_precision(self.precision)
         _check_batching(self.batch_size, self.num_readers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """``jaxpick train``: a picker trained from labelled particles and unlabelled pixels.
+
+    Topaz's flags and defaults (spec 1.1), with its unused ones made to work (``-k``/``--fold``
+    cross-validation, image folders of any supported format) and π from the true disc area.
+
+    Attributes:
+      train_images: image files, a folder of images, or a Topaz image list (``image_name path
+        [source]``); images must already be preprocessed.
+      train_targets: coordinate files of the labelled particles (any supported format).
+      test_images, test_targets: held-out images and their particles, evaluated every epoch.
+      num_particles: expected particles per micrograph (``-n``); > 0 sets π.
+      pi: fraction of pixels expected positive (``--pi``), used when ``num_particles <= 0``.
+      legacy_pi: compute π from ``-n`` as Topaz 0.3 does, with the (2r+1)x inflated disc area.
+      radius: pixels within this radius of a labelled particle count as positives.
+      method: PN, GE-binomial, GE-KL, PU, or ``package.module:function`` (a custom objective).
+      slack: weight of the GE term (< 0: the method's default, 10 for GE-KL, 1 otherwise).
+      autoencoder: weight of the reconstruction loss (0: no generator).
+      l2: L2 penalty on the picker's parameters (gradient ``l2 * w`` added before Adam).
+      learning_rate: Adam's learning rate.
+      minibatch_size: crops per parameter update.
+      minibatch_balance: probability that a crop is a labelled positive.
+      epoch_size: parameter updates per epoch.
+      num_epochs: epochs.
+      pretrained: start resnet8/resnet16 with 32/64 units from Topaz's pretrained detectors
+        (which have no batch norm: ``bn`` and ``dropout`` are then ignored).
+      model: architecture name, or a Topaz ``.sav`` file / jaxpick checkpoint to continue from.
+      units, dropout, bn, pooling, unit_scaling: the architecture (``ModelConfig``).
+      ngf: generator width for the autoencoder.
+      k_fold, fold, cross_validation_seed: hold out fold ``fold`` of ``k_fold`` image folds as
+        the test set (k_fold <= 1: no cross-validation).
+      save_prefix: checkpoints go to ``<save_prefix>_epoch<N>`` (our format, loadable by
+        ``extract``); None: no checkpoints.
+      resume: continue from the last complete checkpoint under ``save_prefix``.
+      output: the training-curve TSV (None: standard output).
+      eval_radius: NMS and matching radius of the particle-level AUPRC on the test set
+        (None: ``radius``).
+      seed: seed of initialisation and sampling (same seed, same model).
+      device: -1 CPU, k accelerator k, -2 all local accelerators (data parallel).
+    """
+
+    train_images: tuple[str, ...]
+    train_targets: tuple[str, ...]
+    test_images: tuple[str, ...] = ()
+    test_targets: tuple[str, ...] = ()
+    num_particles: float = -1.0
+    pi: float | None = None
+    legacy_pi: bool = False
+    radius: int = 3
+    method: str = "GE-binomial"
+    slack: float = -1.0
+    autoencoder: float = 0.0
+    l2: float = 0.0
+    learning_rate: float = 2e-4
+    minibatch_size: int = 256
+    minibatch_balance: float = 0.0625
+    epoch_size: int = 1000
+    num_epochs: int = 10
+    pretrained: bool = True
+    model: str = "resnet8"
+    units: int = 32
+    dropout: float = 0.0
+    bn: bool = True
+    pooling: str = "none"
+    unit_scaling: int = 2
+    ngf: int = 32
+    k_fold: int = 0
+    fold: int = 0
+    cross_validation_seed: int = 42
+    save_prefix: str | None = None
+    resume: bool = False
+    output: str | None = None
+    eval_radius: int | None = None
+    seed: int = 0
+    device: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.train_images:
+            raise ConfigError("--train-images: no training images given")
+        if not self.train_targets:
+            raise ConfigError("--train-targets: no training particle coordinates given")
+        if bool(self.test_images) != bool(self.test_targets):
+            raise ConfigError("--test-images and --test-targets must be given together")
+        if self.num_particles <= 0 and self.pi is None:
+            raise ConfigError("give -n/--num-particles (expected particles per micrograph) or --pi")
+        if self.pi is not None and not 0 < self.pi < 1:
+            raise ConfigError(f"--pi must be in (0, 1), got {self.pi!r}")
+        if self.radius < 0:
+            raise ConfigError(f"-r/--radius must be >= 0, got {self.radius}")
+        if self.eval_radius is not None and self.eval_radius < 0:
+            raise ConfigError(f"--eval-radius must be >= 0, got {self.eval_radius}")
+        if self.autoencoder < 0:
+            raise ConfigError(f"--autoencoder must be >= 0, got {self.autoencoder}")
+        if self.l2 < 0:
+            raise ConfigError(f"--l2 must be >= 0, got {self.l2}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.minibatch_size < 2:
+            raise ConfigError(f"--minibatch-size must be >= 2, got {self.minibatch_size}")
+        if not 0 < self.minibatch_balance < 1:
+            raise ConfigError(
+                f"--minibatch-balance must be in (0, 1), got {self.minibatch_balance}"
+            )
+        if self.epoch_size < 1 or self.num_epochs < 1:
+            raise ConfigError(
+                f"--epoch-size and --num-epochs must be >= 1, got {self.epoch_size}, "
+                f"{self.num_epochs}"
+            )
+        if self.ngf < 1:
+            raise ConfigError(f"--ngf must be >= 1, got {self.ngf}")
+        if self.k_fold > 1:
+            if not 0 <= self.fold < self.k_fold:
+                raise ConfigError(f"--fold must be in [0, {self.k_fold}), got {self.fold}")
+            if self.test_images:
+                raise ConfigError("-k/--k-fold holds out a fold as the test set: drop --test-*")
+        if self.resume and self.save_prefix is None:
+            raise ConfigError("--resume needs --save-prefix (where the checkpoints are)")

@@ -130,3 +130,133 @@ def plot_precision_recall(
         )
     with atomic_path(path) as tmp:
         picture.save(tmp, format="PNG")
+
+
+def _nice_range(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def _draw_panel(
+    picture: PILImage.Image,
+    box: tuple[int, int, int, int],
+    lines: Sequence[tuple[str, np.ndarray, np.ndarray, tuple[int, int, int]]],
+    *,
+    xlabel: str,
+    title: str,
+    y_range: tuple[float, float] | None = None,
+) -> None:
+    """One line chart inside ``box = (left, top, right, bottom)`` of ``picture``: axes with
+    5 ticks each, a legend, the series drawn as polylines (points for single values)."""
+    from PIL import ImageFont
+
+    draw = ImageDraw.Draw(picture)
+    left, top, right, bottom = box
+    height = bottom - top
+    font = ImageFont.load_default(size=max(10, height // 30))
+    big = ImageFont.load_default(size=max(12, height // 24))
+    x0, x1 = left + int(0.14 * (right - left)), right - 10
+    y0, y1 = bottom - int(0.12 * height), top + int(0.1 * height)
+    xs = np.concatenate([np.asarray(x, np.float64) for _, x, _, _ in lines] or [np.zeros(0)])
+    ys = np.concatenate([np.asarray(y, np.float64) for _, _, y, _ in lines] or [np.zeros(0)])
+    xlo, xhi = _nice_range(xs)
+    ylo, yhi = y_range if y_range is not None else _nice_range(ys)
+
+    def px(u: float, v: float) -> tuple[float, float]:
+        return (
+            x0 + (u - xlo) / (xhi - xlo) * (x1 - x0),
+            y0 + (v - ylo) / (yhi - ylo) * (y1 - y0),
+        )
+
+    for k in range(6):
+        tx = xlo + k * (xhi - xlo) / 5
+        ty = ylo + k * (yhi - ylo) / 5
+        gx, _ = px(tx, ylo)
+        _, gy = px(xlo, ty)
+        draw.line([(gx, y1), (gx, y0)], fill=(230, 230, 230))
+        draw.line([(x0, gy), (x1, gy)], fill=(230, 230, 230))
+        draw.text((gx, y0 + 6), f"{tx:.4g}", fill="black", font=font, anchor="mt")
+        draw.text((x0 - 6, gy), f"{ty:.3g}", fill="black", font=font, anchor="rm")
+    draw.rectangle([x0, y1, x1, y0], outline="black", width=1)
+    draw.text(((x0 + x1) / 2, bottom - 4), xlabel, fill="black", font=font, anchor="md")
+    draw.text(((x0 + x1) / 2, top + 4), title, fill="black", font=big, anchor="mt")
+    for i, (label, x, y, colour) in enumerate(lines):
+        pts = [
+            px(float(u), float(v))
+            for u, v in zip(np.asarray(x), np.asarray(y), strict=True)
+            if np.isfinite(u) and np.isfinite(v)
+        ]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for cx, cy in pts if len(pts) <= 60 else []:
+            draw.ellipse((cx - 3, cy - 3, cx + 3, cy + 3), fill=colour)
+        ly = y1 + 8 + i * (font.size + 4)
+        draw.line(
+            [(x0 + 8, ly + font.size / 2), (x0 + 28, ly + font.size / 2)], fill=colour, width=3
+        )
+        draw.text((x0 + 32, ly), label, fill="black", font=font)
+
+
+def plot_training_curves(
+    path: str | os.PathLike[str],
+    history: Sequence[dict[str, object]],
+    *,
+    size: tuple[int, int] = (1200, 480),
+) -> None:
+    """Writes a PNG of a training run: the training loss per update (with a running mean) on
+    the left; the test AUPRCs (pixels and particles) and loss per epoch on the right.
+
+    Args:
+      path: output PNG (written atomically).
+      history: the rows of ``jaxpick train``'s curve (``epoch``, ``iter``, ``split`` and the
+        metric columns; ``"-"`` marks a missing value).
+      size: picture ``(width, height)``.
+    """
+
+    def column(rows: Sequence[dict[str, object]], name: str) -> np.ndarray:
+        out = []
+        for r in rows:
+            v = r.get(name, "-")
+            out.append(float(v) if isinstance(v, (int, float, np.floating)) else np.nan)
+        return np.asarray(out, np.float64)
+
+    train = [r for r in history if r.get("split") == "train"]
+    test = [r for r in history if r.get("split") == "test"]
+    width, height = size
+    picture = PILImage.new("RGB", (width, height), "white")
+    it = column(train, "iter")
+    loss = column(train, "loss")
+    window = max(1, len(loss) // 50)
+    finite = np.where(np.isfinite(loss), loss, 0.0)
+    counts = np.convolve(np.isfinite(loss).astype(float), np.ones(window), "same")
+    smooth = np.convolve(finite, np.ones(window), "same") / np.maximum(counts, 1)
+    train_lines = [
+        ("loss", it, loss, (190, 190, 230)),
+        (f"running mean ({window})", it, smooth, (30, 60, 200)),
+    ]
+    _draw_panel(
+        picture, (0, 0, width // 2, height), train_lines, xlabel="update", title="training loss"
+    )
+    epochs = column(test, "epoch")
+    test_lines = [
+        ("AUPRC (pixels)", epochs, column(test, "auprc"), (200, 120, 30)),
+        ("AUPRC (particles)", epochs, column(test, "particle_auprc"), (40, 160, 70)),
+    ]
+    if not test:
+        test_lines = []
+    _draw_panel(
+        picture,
+        (width // 2, 0, width, height),
+        test_lines,
+        xlabel="epoch",
+        title="test set" if test else "no test set (--test-images or -k)",
+        y_range=(0.0, 1.0),
+    )
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")

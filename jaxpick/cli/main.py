@@ -25,6 +25,7 @@ from jaxpick.cli import (
     segment,
     simulate,
     split,
+    train,
 )
 from jaxpick.errors import JaxpickError
 
@@ -34,6 +35,7 @@ COMMAND_GROUPS: tuple[tuple[str, tuple[tuple[str, ModuleType], ...]], ...] = (
     (
         "Particle picking",
         (
+            ("train", train),
             ("extract", extract),
             ("segment", segment),
             ("precision_recall_curve", precision_recall),

@@ -134,9 +134,21 @@ class Picker(nnx.Module):
         z = self.feature_map(
             x, dense=dense, train=train, key=key, compute_dtype=compute_dtype, fast=fast
         )
+        return self.classify(z, compute_dtype=compute_dtype, fast=fast)
+
+    def classify(
+        self,
+        z: jax.Array,
+        *,
+        compute_dtype: str | jnp.dtype | type = "float32",
+        fast: bool = True,
+    ) -> jax.Array:
+        """Logits ``(B, H', W')`` of a feature map from :meth:`feature_map` (the 1x1 classifier).
+
+        Training with the autoencoder needs both the features and the logits of one forward pass.
+        """
         compute = compute_settings(compute_dtype, fast=fast)
-        z = z.astype(compute.dtype)
-        return self.classifier(z, compute=compute)[..., 0]
+        return self.classifier(z.astype(compute.dtype), compute=compute)[..., 0]
 
 
 def count_parameters(model: nnx.Module) -> int:
