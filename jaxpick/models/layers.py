@@ -46,10 +46,15 @@ class Compute:
       dtype: ``jnp.float32`` or ``jnp.bfloat16``: dtype of weights and activations fed to the
         convolutions (accumulation is float32 either way).
       fast: use the XLA:CPU-friendly padded convolutions (same values as plain VALID ones).
+      differentiable: the forms whose *gradients* XLA:CPU computes fast (training): dilated
+        convolutions as undilated ones over the dilation's phase sub-grids, single-channel
+        inputs as one matrix product of patches, and plain VALID convolutions otherwise. Same
+        values; the backward pass of a dilated 3x3 convolution is ~10x faster this way.
     """
 
     dtype: jnp.dtype = jnp.dtype(jnp.float32)
     fast: bool = True
+    differentiable: bool = False
 
     @property
     def precision(self) -> lax.Precision:
@@ -59,7 +64,10 @@ class Compute:
 
 
 def compute_settings(
-    compute_dtype: str | jnp.dtype | type = "float32", *, fast: bool = True
+    compute_dtype: str | jnp.dtype | type = "float32",
+    *,
+    fast: bool = True,
+    differentiable: bool = False,
 ) -> Compute:
     """Normalises a dtype name into :class:`Compute`; only float32 and bfloat16 are allowed.
 
@@ -69,7 +77,65 @@ def compute_settings(
     dtype = jnp.dtype(compute_dtype)
     if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
         raise ValueError(f"compute_dtype must be float32 or bfloat16, got {compute_dtype!r}")
-    return Compute(dtype=dtype, fast=fast)
+    return Compute(dtype=dtype, fast=fast, differentiable=differentiable)
+
+
+def _valid_conv(
+    x: jax.Array, kernel: jax.Array, stride: int, dilation: int, compute: Compute
+) -> jax.Array:
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        (stride, stride),
+        "VALID",
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=_DIMENSIONS,
+        precision=compute.precision,
+        preferred_element_type=jnp.float32,
+    )
+
+
+def _conv_for_gradients(
+    x: jax.Array, kernel: jax.Array, stride: int, dilation: int, compute: Compute
+) -> jax.Array:
+    """VALID convolution in forms with fast gradients on XLA:CPU (see :class:`Compute`)."""
+    k, _, nin, nout = kernel.shape
+    if nin == 1:
+        # One input channel: the weight gradient as a single (pixels x k^2) @ (k^2 x Cout)
+        # product instead of XLA's slow single-channel convolution gradient.
+        patches = lax.conv_general_dilated_patches(
+            x,
+            (k, k),
+            (stride, stride),
+            "VALID",
+            rhs_dilation=(dilation, dilation),
+            dimension_numbers=_DIMENSIONS,
+            precision=compute.precision,
+        )
+        return jnp.einsum(
+            "bhwp,po->bhwo",
+            patches,
+            kernel.reshape(k * k, nout),
+            precision=compute.precision,
+            preferred_element_type=jnp.float32,
+        )
+    if dilation > 1 and stride == dilation:
+        # Taps d apart on a grid subsampled by d: subsample, then an undilated convolution.
+        return _valid_conv(x[:, ::stride, ::stride], kernel, 1, 1, compute)
+    if dilation > 1 and stride == 1:
+        # A d-dilated convolution is an undilated one on each of the d x d phase sub-grids
+        # (space-to-batch), interleaved back (batch-to-space).
+        d = dilation
+        b, h, w, c = x.shape
+        hp, wp = -(-h // d) * d, -(-w // d) * d
+        x = jnp.pad(x, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
+        x = x.reshape(b, hp // d, d, wp // d, d, c).transpose(0, 2, 4, 1, 3, 5)
+        y = _valid_conv(x.reshape(b * d * d, hp // d, wp // d, c), kernel, 1, 1, compute)
+        ph, pw = y.shape[1], y.shape[2]
+        y = y.reshape(b, d, d, ph, pw, nout).transpose(0, 3, 1, 4, 2, 5)
+        y = y.reshape(b, ph * d, pw * d, nout)
+        return y[:, : h - (k - 1) * d, : w - (k - 1) * d]
+    return _valid_conv(x, kernel, stride, dilation, compute)
 
 
 def conv2d(
@@ -105,6 +171,8 @@ def conv2d(
             precision=compute.precision,
             preferred_element_type=jnp.float32,
         )
+    if compute.differentiable:
+        return _conv_for_gradients(x, kernel, stride, dilation, compute)
     extent = (k - 1) * dilation + 1
     if compute.fast and kernel.shape[2] > 1:
         # Pad so XLA:CPU takes its fast convolution path, then keep the VALID outputs only.
@@ -123,16 +191,7 @@ def conv2d(
             preferred_element_type=jnp.float32,
         )
         return y[:, lo : lo + h, lo : lo + w]
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        (stride, stride),
-        "VALID",
-        rhs_dilation=(dilation, dilation),
-        dimension_numbers=_DIMENSIONS,
-        precision=compute.precision,
-        preferred_element_type=jnp.float32,
-    )
+    return _valid_conv(x, kernel, stride, dilation, compute)
 
 
 def _torch_uniform(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:

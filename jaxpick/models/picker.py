@@ -76,7 +76,7 @@ class Picker(nnx.Module):
             raise ValueError("dense=True is inference only; use train=False")
         if train and key is None and self.config.dropout > 0:
             raise ValueError("key: a PRNG key is needed to train a model with dropout")
-        compute = compute_settings(compute_dtype, fast=fast)
+        compute = compute_settings(compute_dtype, fast=fast, differentiable=train and fast)
         x = jnp.asarray(x)
         if x.ndim == 3:
             x = x[..., None]
