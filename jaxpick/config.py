@@ -109,17 +109,27 @@ class DemoConfig:
       size: micrograph side in pixels.
       preset: simulation difficulty (easy, medium, hard).
       seed: random seed of the whole demo.
+      train_steps: parameter updates of the training stage.
+      minibatch_size: crops per update.
     """
 
     output_dir: str = "jaxpick-demo"
-    num_micrographs: int = 6
+    num_micrographs: int = 8
     size: int = 512
     preset: str = "medium"
     seed: int = 0
+    train_steps: int = 200
+    minibatch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.num_micrographs < 1:
-            raise ConfigError(f"num_micrographs must be >= 1, got {self.num_micrographs}")
+        if self.num_micrographs < 2:
+            raise ConfigError(
+                f"num_micrographs must be >= 2 (training and held-out), got {self.num_micrographs}"
+            )
+        if self.train_steps < 2:
+            raise ConfigError(f"train_steps must be >= 2, got {self.train_steps}")
+        if self.minibatch_size < 2:
+            raise ConfigError(f"minibatch_size must be >= 2, got {self.minibatch_size}")
         if self.size < 64:
             raise ConfigError(f"size must be >= 64 pixels, got {self.size}")
 

@@ -1,9 +1,11 @@
 """Run the whole jaxpick pipeline on a built-in simulated dataset and report what it measured.
 
 Simulates a small dataset with exact ground truth, then runs every stage that exists on it
-(today: writing and reading micrographs, coordinate conversion to every format, a picture of the
-picks), checks each stage's output against the truth, prints a summary and saves results.json,
-overlay.png and all intermediate files in the output folder.
+(writing and reading micrographs, coordinate conversion to every format, preprocessing,
+training a picker on most micrographs, picking the held-out ones and evaluating the picks
+against the truth), checks each stage's output against the truth, prints a summary and saves
+results.json, the pictures (overlay.png, training_curve.png, precision_recall.png, picks.png)
+and all intermediate files in the output folder.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", default="jaxpick-demo", help="output folder (default: jaxpick-demo)"
     )
     parser.add_argument(
-        "-n", "--num-micrographs", type=int, default=6, help="micrographs to simulate (default: 6)"
+        "-n", "--num-micrographs", type=int, default=8, help="micrographs to simulate (default: 8)"
     )
     parser.add_argument(
         "--size", type=int, default=512, help="micrograph side in pixels (default: 512)"
@@ -28,6 +30,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         help="simulation difficulty (default: medium)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--train-steps", type=int, default=200, help="training updates (default: 200)"
+    )
+    parser.add_argument(
+        "--minibatch-size", type=int, default=64, help="crops per update (default: 64)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -41,6 +49,8 @@ def main(args: argparse.Namespace) -> int:
             size=args.size,
             preset=args.preset,
             seed=args.seed,
+            train_steps=args.train_steps,
+            minibatch_size=args.minibatch_size,
         )
     )
     return 0

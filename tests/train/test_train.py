@@ -301,3 +301,22 @@ def test_step_compiles_once(blobs: tuple[Path, Path]) -> None:
     assert int(state.step) == 4
     assert step._cache_size() == 1  # type: ignore[attr-defined]
     assert set(metrics) >= {"loss", "precision", "adjusted_precision", "tpr", "fpr"}
+
+
+def test_readme_custom_loss_example(
+    blobs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's worked example of a custom objective trains as documented."""
+    import re
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    blocks = re.findall(r"```python\n(# my_losses.py\n.*?)```", readme.read_text(), re.S)
+    assert len(blocks) == 1
+    (tmp_path / "my_losses.py").write_text(blocks[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    images, targets = blobs
+    result = _train(
+        _config(images, targets, epoch_size=2, num_epochs=1, method="my_losses:prior_matching")
+    )
+    assert np.isfinite(result.history[-1]["prior_gap"])
+    assert "prior_gap" in result.header
