@@ -118,8 +118,8 @@ class DemoConfig:
     size: int = 512
     preset: str = "medium"
     seed: int = 0
-    train_steps: int = 200
-    minibatch_size: int = 64
+    train_steps: int = 240
+    minibatch_size: int = 32
 
     def __post_init__(self) -> None:
         if self.num_micrographs < 2:

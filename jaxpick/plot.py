@@ -165,7 +165,12 @@ def _draw_panel(
     y0, y1 = bottom - int(0.12 * height), top + int(0.1 * height)
     xs = np.concatenate([np.asarray(x, np.float64) for _, x, _, _ in lines] or [np.zeros(0)])
     ys = np.concatenate([np.asarray(y, np.float64) for _, _, y, _ in lines] or [np.zeros(0)])
-    xlo, xhi = _nice_range(xs)
+    finite_x = xs[np.isfinite(xs)]
+    xlo, xhi = (
+        (float(finite_x.min()), float(finite_x.max()))
+        if finite_x.size and finite_x.max() > finite_x.min()
+        else _nice_range(xs)
+    )
     ylo, yhi = y_range if y_range is not None else _nice_range(ys)
 
     def px(u: float, v: float) -> tuple[float, float]:
@@ -222,8 +227,10 @@ def plot_training_curves(
     def column(rows: Sequence[dict[str, object]], name: str) -> np.ndarray:
         out = []
         for r in rows:
-            v = r.get(name, "-")
-            out.append(float(v) if isinstance(v, (int, float, np.floating)) else np.nan)
+            try:
+                out.append(float(r.get(name, "-")))  # type: ignore[arg-type]
+            except (TypeError, ValueError):  # "-": no value
+                out.append(np.nan)
         return np.asarray(out, np.float64)
 
     train = [r for r in history if r.get("split") == "train"]

@@ -31,10 +31,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
-        "--train-steps", type=int, default=200, help="training updates (default: 200)"
+        "--train-steps", type=int, default=240, help="training updates (default: 240)"
     )
     parser.add_argument(
-        "--minibatch-size", type=int, default=64, help="crops per update (default: 64)"
+        "--minibatch-size", type=int, default=32, help="crops per update (default: 32)"
     )
 
 

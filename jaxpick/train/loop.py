@@ -511,7 +511,8 @@ def _train_epoch(
         values = jax.device_get(pending)
         for metrics in values:
             it = first + done
-            emit({"epoch": epoch, "iter": it, "split": "train", **metrics})
+            values_ = {k: float(v) for k, v in metrics.items()}
+            emit({"epoch": epoch, "iter": it, "split": "train", **values_})
             done += 1
         if values:
             rate = done / max(time.perf_counter() - start, 1e-9)
