@@ -17,6 +17,8 @@ from jaxpick.cli import (
     convert,
     convert_model,
     demo,
+    denoise,
+    denoise3d,
     downsample,
     extract,
     normalize,
@@ -44,7 +46,13 @@ COMMAND_GROUPS: tuple[tuple[str, tuple[tuple[str, ModuleType], ...]], ...] = (
     ),
     (
         "Image processing",
-        (("downsample", downsample), ("normalize", normalize), ("preprocess", preprocess)),
+        (
+            ("downsample", downsample),
+            ("normalize", normalize),
+            ("preprocess", preprocess),
+            ("denoise", denoise),
+            ("denoise3d", denoise3d),
+        ),
     ),
     ("File utilities", (("convert", convert), ("split", split))),
     ("Synthetic data and demonstration", (("simulate", simulate), ("demo", demo))),
