@@ -145,6 +145,8 @@ class DenoiseConfig:
     batch_size: int = 4
     num_epochs: int = 100
     num_workers: int = 16
+    seed: int = 0
+    resume: bool = False
     # Execution.
     device: int = 0
     precision: str = "float32"
@@ -234,6 +236,8 @@ class Denoise3dConfig:
     save_interval: int = 10
     save_prefix: str | None = None
     num_workers: int = 1
+    seed: int = 0
+    resume: bool = False
     # Execution.
     device: int = -2
     precision: str = "float32"
@@ -494,9 +498,30 @@ def _write_2d(path: Path, image: np.ndarray, pixel_size: float | None, fmt: str)
 # --- the commands --------------------------------------------------------------------------
 
 
-def _check_not_training(training: bool) -> None:
-    if training:
-        raise ConfigError("training is not available yet")
+def _train_first(config: Any, ndim: int, progress: bool) -> Any:
+    """Noise2Noise training from ``-a/-b`` (:mod:`jaxpick.train.denoise`), then the config
+    that denoises the inputs with the trained model (Topaz: train, then denoise the listed
+    files). Without ``--save-prefix`` the model is kept in a temporary folder."""
+    import dataclasses
+    import sys
+    import tempfile
+
+    from jaxpick.models.denoisers import save_denoiser
+    from jaxpick.train.denoise import Noise2NoiseConfig, train_noise2noise
+
+    if ndim == 2:
+        n2n = Noise2NoiseConfig.from_denoise_config(config, seed=config.seed, resume=config.resume)
+    else:
+        n2n = Noise2NoiseConfig.from_denoise3d_config(
+            config, seed=config.seed, resume=config.resume
+        )
+    result = train_noise2noise(n2n, progress=progress, log=sys.stderr)
+    model = result.last_checkpoint
+    if model is None:
+        model = save_denoiser(Path(tempfile.mkdtemp(prefix="jaxpick-n2n-")) / "model", result.model)
+    if ndim == 2:
+        return dataclasses.replace(config, models=(str(model),), dir_a=None, dir_b=None, hdf=None)
+    return dataclasses.replace(config, model=str(model), even_train_path=None, odd_train_path=None)
 
 
 def denoise(config: DenoiseConfig, *, progress: bool = True) -> Report:
@@ -510,7 +535,10 @@ def denoise(config: DenoiseConfig, *, progress: bool = True) -> Report:
       ConfigError: bad options (e.g. training flags, no inputs, a model of the wrong kind).
       FileFormatError: a model that cannot be read, or pretrained weights not installed.
     """
-    _check_not_training(config.training)
+    if config.training:
+        config = _train_first(config, 2, progress)
+        if not config.inputs:
+            return Report()
     if not config.inputs:
         raise ConfigError("no micrographs given")
     if config.stack:
@@ -688,7 +716,10 @@ def denoise3d(config: Denoise3dConfig, *, progress: bool = True) -> Report:
       ConfigError: bad options (training flags, no inputs, a 2-D model).
       FileFormatError: a model that cannot be read, or pretrained weights not installed.
     """
-    _check_not_training(config.training)
+    if config.training:
+        config = _train_first(config, 3, progress)
+        if not config.inputs:
+            return Report()
     if not config.inputs:
         raise ConfigError("no volumes given")
     import jax

@@ -302,10 +302,13 @@ def test_denoise_reports_bad_files_by_name(tmp_path: Path, tiny_checkpoint: Path
     assert "broken.mrc" in report.failed[str(bad)]
 
 
-def test_denoise_refuses_training_and_bad_options(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="training is not available yet"):
+def test_denoise_training_data_missing_and_bad_options(tmp_path: Path) -> None:
+    from jaxpick.errors import JaxpickError
+
+    # -a/-b train first (jaxpick.train.denoise): missing training folders are named.
+    with pytest.raises(JaxpickError, match="A"):
         denoise(DenoiseConfig(inputs=("a.mrc",), dir_a="A", dir_b="B"))
-    with pytest.raises(ConfigError, match="training is not available yet"):
+    with pytest.raises(JaxpickError, match="e"):
         denoise3d(Denoise3dConfig(inputs=("t.mrc",), even_train_path="e", odd_train_path="o"))
     with pytest.raises(ConfigError, match="no micrographs"):
         denoise(DenoiseConfig())

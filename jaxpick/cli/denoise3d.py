@@ -105,6 +105,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="progress bar even when not a terminal"
     )
+    parser.add_argument("--seed", type=int, default=0, help="training: random seed (0)")
+    parser.add_argument(
+        "--resume", action="store_true", help="training: continue from the last checkpoint"
+    )
     add_device_args(parser, device_default=-2)
 
 
@@ -142,6 +146,8 @@ def main(args: argparse.Namespace) -> int:
         tiles_per_batch=args.tiles_per_batch,
         num_readers=max(1, min(args.num_workers, 2)),
         overwrite=args.overwrite,
+        seed=args.seed,
+        resume=args.resume,
     )
     report = denoise3d(config, progress=args.verbose or sys.stderr.isatty())
     print_summary(report, "denoised")

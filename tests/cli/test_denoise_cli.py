@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 
 from jaxpick.cli import denoise as denoise_cli
 from jaxpick.cli import denoise3d as denoise3d_cli
-from jaxpick.errors import ConfigError, FileFormatError
+from jaxpick.errors import FileFormatError
 from jaxpick.io.image import read_image
 from jaxpick.io.mrc import write_mrc
 from jaxpick.models.denoisers import save_denoiser
@@ -128,12 +128,14 @@ def test_bad_input_is_named_and_others_go_on(
     assert mics[1].with_name("m1.denoised.mrc").exists()
 
 
-def test_training_flags_are_accepted_then_refused(mics: list[Path]) -> None:
+def test_training_flags_reach_the_trainer(mics: list[Path]) -> None:
+    from jaxpick.errors import JaxpickError
+
     args = parse(denoise_cli, ["-a", "A", "-b", "B", "--optim", "adam", "--criteria", "L1"])
-    assert (args.dir_a, args.optim, args.criteria) == ("A", "adam", "L1")
-    with pytest.raises(ConfigError, match="training is not available yet"):
+    assert (args.dir_a, args.optim, args.criteria, args.seed) == ("A", "adam", "L1", 0)
+    with pytest.raises(JaxpickError, match="A"):  # the missing training folder is named
         denoise_cli.main(args)
-    with pytest.raises(ConfigError, match="training is not available yet"):
+    with pytest.raises(JaxpickError, match="even"):
         run(denoise3d_cli, ["-a", "even/", "-b", "odd/", "--N-train", "10"])
 
 
