@@ -283,6 +283,30 @@ def load_arrays(path: str | os.PathLike[str], folder: str) -> dict[str, np.ndarr
     return {k: np.asarray(v) for k, v in arrays.items()}
 
 
+def state_to_arrays(state: Any) -> dict[str, np.ndarray]:
+    """A training state pytree as ``{index: array}`` for ``save_model(extra_arrays=...)``."""
+    leaves = jax.tree_util.tree_leaves(jax.device_get(state))
+    return {f"{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+
+
+def arrays_to_state(template: Any, arrays: dict[str, np.ndarray], where: Path) -> Any:
+    """The inverse of :func:`state_to_arrays`, shaped like ``template`` (a fresh state).
+
+    Raises:
+      FileFormatError: the arrays do not fit the template (another model or optimizer).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    if len(arrays) != len(leaves):
+        raise FileFormatError(where, "training state does not match this model and optimizer")
+    restored = []
+    for i, leaf in enumerate(leaves):
+        value = arrays[f"{i:05d}"]
+        if value.shape != np.shape(leaf):
+            raise FileFormatError(where, "training state does not match this model and optimizer")
+        restored.append(value.astype(np.asarray(leaf).dtype))
+    return jax.tree_util.tree_unflatten(treedef, restored)
+
+
 def topaz_package_dir() -> Path | None:
     """The installed ``topaz`` package directory, found without importing it (or ``None``)."""
     try:

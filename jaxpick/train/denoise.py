@@ -938,28 +938,6 @@ def _latest_checkpoint(prefix: str) -> tuple[int, Path] | None:
     return max(found) if found else None
 
 
-def _flat_state(state: Any) -> dict[str, np.ndarray]:
-    import jax
-
-    leaves = jax.tree_util.tree_leaves(jax.device_get(state))
-    return {f"{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-
-
-def _unflat_state(template: Any, arrays: dict[str, np.ndarray], where: Path) -> Any:
-    import jax
-
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    if len(arrays) != len(leaves):
-        raise FileFormatError(where, "training state does not match this model and optimizer")
-    restored = []
-    for i, leaf in enumerate(leaves):
-        value = arrays[f"{i:05d}"]
-        if value.shape != np.shape(leaf):
-            raise FileFormatError(where, "training state does not match this model and optimizer")
-        restored.append(value.astype(np.asarray(leaf).dtype))
-    return jax.tree_util.tree_unflatten(treedef, restored)
-
-
 def _save_checkpoint(
     where: Path,
     model: Denoiser,
@@ -973,6 +951,7 @@ def _save_checkpoint(
     temporary sibling and renamed into place when complete."""
     import orbax.checkpoint as ocp
 
+    from jaxpick.checkpoint import state_to_arrays
     from jaxpick.io.atomic import TEMP_PREFIX
     from jaxpick.models.denoisers import save_denoiser
 
@@ -983,7 +962,7 @@ def _save_checkpoint(
         inner = save_denoiser(tmp / final.name, model, provenance=provenance)
         checkpointer = ocp.StandardCheckpointer()
         try:
-            checkpointer.save(inner / _STATE_FOLDER, _flat_state(state))
+            checkpointer.save(inner / _STATE_FOLDER, state_to_arrays(state))
             checkpointer.wait_until_finished()
         finally:
             checkpointer.close()
@@ -1111,7 +1090,7 @@ def train_noise2noise(
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
     from tqdm.auto import tqdm
 
-    from jaxpick.checkpoint import load_arrays
+    from jaxpick.checkpoint import arrays_to_state, load_arrays
     from jaxpick.devices import select_devices
     from jaxpick.models.denoisers import load_denoiser
     from jaxpick.train.loop import checkpoint_path
@@ -1203,7 +1182,7 @@ def train_noise2noise(
     optimizer = make_denoise_optimizer(config.optim, config.lr)
     state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
     if resumed_from is not None:
-        state = _unflat_state(state, load_arrays(resumed_from, _STATE_FOLDER), resumed_from)
+        state = arrays_to_state(state, load_arrays(resumed_from, _STATE_FOLDER), resumed_from)
         history = json.loads((resumed_from / _HISTORY_FILE).read_text(encoding="utf-8"))
     state = jax.device_put(state, replicated)
     key = jax.device_put(jax.random.key(config.seed), replicated)

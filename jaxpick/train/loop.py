@@ -183,28 +183,6 @@ def _resume_settings(config: TrainConfig) -> dict[str, Any]:
     return {k: values[k] for k in _RESUME_KEYS}
 
 
-def _flat_state(state: Any) -> dict[str, np.ndarray]:
-    import jax
-
-    leaves = jax.tree_util.tree_leaves(jax.device_get(state))
-    return {f"{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-
-
-def _unflat_state(template: Any, arrays: dict[str, np.ndarray], where: Path) -> Any:
-    import jax
-
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    if len(arrays) != len(leaves):
-        raise FileFormatError(where, "training state does not match this model and optimizer")
-    restored = []
-    for i, leaf in enumerate(leaves):
-        value = arrays[f"{i:05d}"]
-        if value.shape != np.shape(leaf):
-            raise FileFormatError(where, "training state does not match this model and optimizer")
-        restored.append(value.astype(np.asarray(leaf).dtype))
-    return jax.tree_util.tree_unflatten(treedef, restored)
-
-
 def _parse_curve(text: str) -> list[dict[str, Any]]:
     lines = text.splitlines()
     if not lines:
@@ -253,7 +231,7 @@ def train(
     from flax import nnx
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from jaxpick.checkpoint import load_arrays, save_model
+    from jaxpick.checkpoint import arrays_to_state, load_arrays, save_model, state_to_arrays
     from jaxpick.data.sampling import to_device_data
     from jaxpick.data.targets import (
         data_statistics,
@@ -399,7 +377,7 @@ def train(
                     f"--resume: {where} was trained with other settings ({', '.join(changed)})"
                 )
             arrays = load_arrays(where, _STATE_FOLDER)
-            state = _unflat_state(state, arrays, where)
+            state = arrays_to_state(state, arrays, where)
             history = _parse_curve((where / _CURVE_FILE).read_text(encoding="utf-8"))
             say(f"resuming after epoch {start_epoch} from {where}")
     state = jax.device_put(state, replicated)
@@ -458,7 +436,7 @@ def train(
                     model.picker,
                     provenance={"trained_by": "jaxpick train", "epoch": epoch},
                     overwrite=True,
-                    extra_arrays={_STATE_FOLDER: _flat_state(state)},
+                    extra_arrays={_STATE_FOLDER: state_to_arrays(state)},
                     extra_files={
                         _CURVE_FILE: curve,
                         _TRAIN_FILE: json.dumps(_resume_settings(config), indent=1) + "\n",
