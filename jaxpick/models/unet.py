@@ -105,6 +105,9 @@ class DenoiserConfig:
                 raise ConfigError(f"{name} must be odd (same padding), got {getattr(self, name)}")
         if not isinstance(self.depth, int) or self.depth < 1:
             raise ConfigError(f"depth must be a positive integer, got {self.depth!r}")
+        if self.arch == "unet" and self.depth < 2:
+            # One pooling level leaves no inner decoder: Topaz's U-Nets have 3 or 5.
+            raise ConfigError(f"depth of a unet must be >= 2, got {self.depth!r}")
         object.__setattr__(self, "top_widths", tuple(int(w) for w in self.top_widths))
         if self.arch == "unet" and (not self.top_widths or min(self.top_widths) < 1):
             raise ConfigError(f"top_widths must be positive, got {self.top_widths!r}")

@@ -301,3 +301,11 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".jaxpick-tmp")]
     with pytest.raises(FileFormatError, match="not a jaxpick checkpoint"):
         load_denoiser(tmp_path)
+
+
+def test_unet_depth_below_two_is_refused() -> None:
+    from jaxpick.errors import ConfigError
+    from jaxpick.models.unet import DenoiserConfig
+
+    with pytest.raises(ConfigError, match="depth"):
+        DenoiserConfig(arch="unet", depth=1)
