@@ -139,6 +139,33 @@ def test_training_flags_reach_the_trainer(mics: list[Path]) -> None:
         run(denoise3d_cli, ["-a", "even/", "-b", "odd/", "--N-train", "10"])
 
 
+def test_train_then_denoise(mics: list[Path], model: str, tmp_path: Path) -> None:
+    """Topaz's ``denoise -a A -b B ... inputs``: trains (here fine-tunes the tiny model for one
+    epoch), saves the model, then denoises the inputs with it."""
+    rng = np.random.default_rng(1)
+    for half in ("even", "odd"):
+        (tmp_path / half).mkdir()
+    for i in range(3):
+        clean = rng.standard_normal((48, 48)).astype(np.float32)
+        for half in ("even", "odd"):
+            noisy = clean + rng.standard_normal((48, 48)).astype(np.float32)
+            write_mrc(tmp_path / half / f"p{i}.mrc", noisy)
+    prefix = tmp_path / "models" / "n2n"
+    common = ["-d", "-1", "-o", str(tmp_path / "out"), *map(str, mics)]
+    argv = ["-a", str(tmp_path / "even"), "-b", str(tmp_path / "odd"), "-m", model]
+    argv += ["--num-epochs", "1", "-c", "32", "--batch-size", "2", "--optim", "adam"]
+    argv += ["--lr", "0.01", "--save-prefix", str(prefix), "--save-interval", "1", *common]
+    assert run(denoise_cli, argv) == 0
+    assert any(p.name.startswith("n2n") for p in prefix.parent.iterdir())  # model saved
+    trained = [read_image(tmp_path / "out" / f"m{i}.mrc").data for i in range(2)]
+    assert run(denoise_cli, ["-m", model, "--overwrite", *common]) == 0
+    untrained = [read_image(tmp_path / "out" / f"m{i}.mrc").data for i in range(2)]
+    for a, b in zip(trained, untrained, strict=True):
+        assert a.shape == b.shape == (36, 40)
+        assert np.all(np.isfinite(a))
+        assert not np.allclose(a, b)  # the inputs went through the trained weights
+
+
 def test_model_not_installed(monkeypatch: pytest.MonkeyPatch, mics: list[Path]) -> None:
     import jaxpick.models.denoisers as denoisers
 
