@@ -50,7 +50,7 @@ class Compute:
       differentiable: the forms whose *gradients* XLA:CPU computes fast (training): dilated
         convolutions as undilated ones over the dilation's phase sub-grids, single-channel
         inputs as one matrix product of patches, and undilated convolutions with a custom
-        gradient (padded convolutions and an im2col GEMM, :func:`_conv_gemm_grad`). Same
+        gradient (padded convolutions and patch GEMMs, :func:`_conv_gemm_grad`). Same
         values; forward and backward of a 3x3 layer are 2-4x faster this way on XLA:CPU.
     """
 
@@ -119,9 +119,10 @@ def _conv_gemm_grad(x: jax.Array, kernel: jax.Array, compute: Compute) -> jax.Ar
 
     Forward and input gradient are padded convolutions (the input gradient is the full
     convolution of the output gradient with the flipped, transposed kernel); the weight
-    gradient is one GEMM of the output gradient with the input's patches (im2col). XLA's own
-    weight gradient of a convolution is its slowest CPU path (a 3x3 32->32 layer on 256 x 33²:
-    ~1 s against ~0.3 s this way; ``bench/RESULTS.md``).
+    gradient is ``k`` GEMMs of the output gradient with the input's patches
+    (:func:`_weight_gradient`). XLA's own weight gradient of a convolution is its slowest CPU
+    path (a 3x3 32->32 layer on 256 x 33²: ~1.3 s against ~0.2 s this way;
+    ``bench/RESULTS.md``).
     """
     e = kernel.shape[0] - 1
     return _full_conv(x, kernel, compute)[:, e : x.shape[1], e : x.shape[2]]
@@ -137,22 +138,50 @@ def _conv_gemm_grad_bwd(
     compute: Compute, residuals: tuple[jax.Array, jax.Array], g: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     x, kernel = residuals
-    k, _, nin, nout = kernel.shape
-    b, ho, wo, _ = g.shape
+    k = kernel.shape[0]
     gc = g.astype(compute.dtype)
     flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
     gx = _full_conv(gc, flipped, compute)
-    patches = jnp.concatenate(
-        [x[:, i : i + ho, j : j + wo] for i in range(k) for j in range(k)], axis=-1
-    ).reshape(b * ho * wo, k * k * nin)
-    gw = jnp.matmul(
-        gc.reshape(b * ho * wo, nout).T,
-        patches,
-        precision=compute.precision,
-        preferred_element_type=jnp.float32,
-    )
-    gw = gw.T.reshape(k, k, nin, nout)
+    gw = _weight_gradient(x, gc, k, compute)
     return gx.astype(x.dtype), gw.astype(kernel.dtype)
+
+
+def _weight_gradient(x: jax.Array, g: jax.Array, k: int, compute: Compute) -> jax.Array:
+    """``gw[i, j, ci, co] = sum over pixels of x[b, y + i, x + j, ci] * g[b, y, x, co]``.
+
+    As ``k`` GEMMs over contiguous memory instead of an im2col matrix (whose interleaving
+    concatenation XLA:CPU copies at ~1 GB/s): with the flat row index ``r = (b, y, x)`` of the
+    input's frame (``g`` zero-padded into it), the ``k`` taps of kernel row ``i`` are the
+    ``k * C`` consecutive floats starting at row ``r + i * W`` — and for ``r = k * m + s`` those
+    windows are the rows of a plain reshape of the flat input shifted by ``(i * W + s) * C``.
+    """
+    b, h, w, nin = x.shape
+    _, ho, wo, nout = g.shape
+    n = b * h * w
+    m = -(-n // k)
+    flat = jnp.pad(x.reshape(-1), (0, ((k - 1) * w + k * m + k - n) * nin))
+    gf = jnp.pad(g, ((0, 0), (0, h - ho), (0, w - wo), (0, 0))).reshape(n, nout)
+    gf = jnp.pad(gf, ((0, k * m - n), (0, 0)))
+    # Rows ordered (s, m) <-> r = k * m + s, on both sides of each product.
+    gs = jnp.concatenate([gf[s::k] for s in range(k)], axis=0)
+    rows = []
+    for i in range(k):
+        windows = jnp.concatenate(
+            [
+                lax.slice_in_dim(flat, (i * w + s) * nin, (i * w + s + k * m) * nin).reshape(
+                    m, k * nin
+                )
+                for s in range(k)
+            ],
+            axis=0,
+        )
+        rows.append(
+            jnp.matmul(
+                gs.T, windows, precision=compute.precision, preferred_element_type=jnp.float32
+            )
+        )
+    # (i, co, (j, ci)) -> (i, j, ci, co)
+    return jnp.stack(rows).reshape(k, nout, k, nin).transpose(0, 2, 3, 1)
 
 
 _conv_gemm_grad.defvjp(_conv_gemm_grad_fwd, _conv_gemm_grad_bwd)

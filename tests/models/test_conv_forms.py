@@ -1,5 +1,5 @@
 """The training forms of the convolution (phase sub-grids for dilation, space-to-depth for the
-strided first layer, patches for one input channel, the custom full-convolution/im2col gradient)
+strided first layer, patches for one input channel, the custom full-convolution/GEMM gradient)
 give the values and gradients of the plain VALID convolution."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ CASES = [
     (71, 1, 8, 7, 2, 1),  # resnet first layer: space-to-depth, then the custom gradient
     (29, 1, 4, 5, 3, 1),  # space-to-depth with a stride not dividing the kernel or the size
     (30, 3, 4, 3, 4, 2),  # stride a multiple of the dilation: subsample, then strided
-    (33, 8, 8, 3, 1, 1),  # undilated, large map: full convolutions + im2col weight gradient
+    (33, 8, 8, 3, 1, 1),  # undilated, large map: full convolutions + windowed weight gradient
+    (30, 4, 6, 5, 1, 1),  # the same with a 5x5 kernel
     (40, 1, 4, 5, 1, 2),  # one channel, dilated
     (33, 8, 8, 3, 1, 2),  # ResidA conv1: phases
     (30, 8, 4, 3, 1, 3),  # phases with a height not divisible by the dilation
