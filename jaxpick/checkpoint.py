@@ -143,19 +143,12 @@ def save_model(
       FileFormatError: ``path`` exists and ``overwrite`` is false, or is not a checkpoint.
       ConfigError: ``config`` differs from the model's.
     """
-    import orbax.checkpoint as ocp
-
     final = Path(path).absolute()
     model_config: ModelConfig = model.config  # type: ignore[attr-defined]
     config = model_config if config is None else config
     if config != model_config:
         raise ConfigError(f"config {config} does not describe the model ({model_config})")
-    empty_dir = final.is_dir() and not any(final.iterdir())
-    if final.exists() and not empty_dir:
-        if not overwrite:
-            raise FileFormatError(final, "already exists (pass overwrite=True / --force)")
-        if final.is_dir() and not (final / CONFIG_FILE).is_file():
-            raise FileFormatError(final, "exists and is not a jaxpick checkpoint; not replacing it")
+    check_replaceable(final, overwrite=overwrite, hint="pass overwrite=True / --force")
     arrays = model_arrays(model)
     meta = {
         "format": FORMAT_NAME,
@@ -166,7 +159,42 @@ def save_model(
         "tensors": {k: list(v.shape) for k, v in arrays.items()},
         "provenance": provenance or {},
     }
-    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
+    trees = {PARAMS_DIR: arrays, **{k: dict(v) for k, v in (extra_arrays or {}).items()}}
+    return write_checkpoint_dir(final, meta, trees, extra_files=extra_files)
+
+
+def check_replaceable(final: Path, *, overwrite: bool, hint: str) -> None:
+    """Refuses to write a checkpoint over ``final`` unless it is absent, an empty folder, or
+    (with ``overwrite``) a jaxpick checkpoint.
+
+    Raises:
+      FileFormatError: naming ``final`` and what is wrong.
+    """
+    if final.exists() and not (final.is_dir() and not any(final.iterdir())):
+        if not overwrite:
+            raise FileFormatError(final, f"already exists ({hint})")
+        if final.is_dir() and not (final / CONFIG_FILE).is_file():
+            raise FileFormatError(final, "exists and is not a jaxpick checkpoint; not replacing it")
+
+
+def write_checkpoint_dir(
+    final: Path,
+    meta: Mapping[str, Any],
+    trees: Mapping[str, Mapping[str, Any]],
+    *,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Writes a checkpoint folder atomically: orbax ``trees`` (``{subfolder: {name: array}}``),
+    text ``extra_files`` and ``config.json`` (``meta``) into a temporary sibling, then renames
+    it over ``final`` (an existing checkpoint is moved aside first and removed after). A crash
+    leaves either the old checkpoint or the new one, never a mix.
+
+    Raises:
+      FileFormatError: the folder cannot be written.
+    """
+    import orbax.checkpoint as ocp
+
+    empty_dir = final.is_dir() and not any(final.iterdir())
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{final.name}-", dir=final.parent))
@@ -175,15 +203,14 @@ def save_model(
     try:
         checkpointer = ocp.StandardCheckpointer()
         try:
-            checkpointer.save(tmp / PARAMS_DIR, arrays)
-            checkpointer.wait_until_finished()
-            for folder, tree in (extra_arrays or {}).items():
+            for folder, tree in trees.items():
                 checkpointer.save(tmp / folder, dict(tree))
                 checkpointer.wait_until_finished()
         finally:
             checkpointer.close()
         for name, content in (extra_files or {}).items():
             (tmp / name).write_text(content, encoding="utf-8")
+        text = json.dumps(dict(meta), indent=2) + "\n"
         (tmp / CONFIG_FILE).write_text(text, encoding="utf-8")
         umask = os.umask(0)
         os.umask(umask)

@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -40,12 +38,13 @@ from jaxpick._version import __version__
 from jaxpick.checkpoint import (
     CONFIG_FILE,
     PARAMS_DIR,
+    check_replaceable,
     model_arrays,
     set_model_arrays,
     topaz_package_dir,
+    write_checkpoint_dir,
 )
 from jaxpick.errors import ConfigError, FileFormatError
-from jaxpick.io.atomic import TEMP_PREFIX
 from jaxpick.io.torch_sav import TorchSav, read_sav
 from jaxpick.models.unet import Denoiser, DenoiserConfig, abstract_denoiser
 
@@ -473,15 +472,8 @@ def save_denoiser(
       FileFormatError: ``path`` exists (and ``overwrite`` is false, or it is not a checkpoint),
         or it cannot be written.
     """
-    import orbax.checkpoint as ocp
-
     final = Path(path).absolute()
-    empty_dir = final.is_dir() and not any(final.iterdir())
-    if final.exists() and not empty_dir:
-        if not overwrite:
-            raise FileFormatError(final, "already exists (pass overwrite=True)")
-        if final.is_dir() and not (final / CONFIG_FILE).is_file():
-            raise FileFormatError(final, "exists and is not a jaxpick checkpoint; not replacing it")
+    check_replaceable(final, overwrite=overwrite, hint="pass overwrite=True")
     arrays = model_arrays(model)
     meta = {
         "format": FORMAT_NAME,
@@ -492,33 +484,7 @@ def save_denoiser(
         "tensors": {k: list(v.shape) for k, v in arrays.items()},
         "provenance": provenance or {},
     }
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{final.name}-", dir=final.parent))
-    except OSError as err:
-        raise FileFormatError(final, f"cannot write: {err.strerror or err}") from err
-    try:
-        checkpointer = ocp.StandardCheckpointer()
-        try:
-            checkpointer.save(tmp / PARAMS_DIR, arrays)
-            checkpointer.wait_until_finished()
-        finally:
-            checkpointer.close()
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if final.exists() and not empty_dir:
-            old = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{final.name}-old-", dir=final.parent))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return write_checkpoint_dir(final, meta, {PARAMS_DIR: arrays})
 
 
 def read_denoiser_config(path: str | os.PathLike[str]) -> tuple[DenoiserConfig, dict[str, Any]]:
