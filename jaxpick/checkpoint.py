@@ -266,29 +266,17 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Picker, ModelConfig]:
     Raises:
       FileFormatError: not a checkpoint, unsupported version, or arrays that do not fit.
     """
-    import orbax.checkpoint as ocp
-
     directory = Path(path).absolute()
     config, _meta = read_checkpoint_config(directory)
     model = abstract_model(config)
-    params = directory / PARAMS_DIR
-    if not params.is_dir():
-        raise FileFormatError(directory, f"checkpoint without its {PARAMS_DIR}/ folder")
-    checkpointer = ocp.StandardCheckpointer()
-    try:
-        arrays = checkpointer.restore(params)
-    except Exception as err:  # orbax raises many types for damaged checkpoints
-        raise FileFormatError(params, f"cannot restore: {err}") from err
-    finally:
-        checkpointer.close()
-    if not isinstance(arrays, dict):
-        raise FileFormatError(params, "unexpected content")
-    set_model_arrays(model, dict(arrays), source=os.fspath(params))
+    arrays = load_arrays(directory, PARAMS_DIR)
+    set_model_arrays(model, arrays, source=os.fspath(directory / PARAMS_DIR))
     return model, config
 
 
 def load_arrays(path: str | os.PathLike[str], folder: str) -> dict[str, np.ndarray]:
-    """The ``{name: array}`` tree saved as ``extra_arrays[folder]`` by :func:`save_model`.
+    """The ``{name: array}`` tree saved in ``folder`` of a checkpoint (the parameters, or an
+    ``extra_arrays`` entry of :func:`save_model`).
 
     Raises:
       FileFormatError: the folder is missing or cannot be restored.

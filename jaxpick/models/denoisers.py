@@ -39,6 +39,7 @@ from jaxpick.checkpoint import (
     CONFIG_FILE,
     PARAMS_DIR,
     check_replaceable,
+    load_arrays,
     model_arrays,
     set_model_arrays,
     topaz_package_dir,
@@ -527,24 +528,11 @@ def load_denoiser(path: str | os.PathLike[str]) -> tuple[Denoiser, DenoiserConfi
     Raises:
       FileFormatError: not a checkpoint, unsupported version, or arrays that do not fit.
     """
-    import orbax.checkpoint as ocp
-
     directory = Path(path).absolute()
     config, _meta = read_denoiser_config(directory)
     model = abstract_denoiser(config)
-    params = directory / PARAMS_DIR
-    if not params.is_dir():
-        raise FileFormatError(directory, f"checkpoint without its {PARAMS_DIR}/ folder")
-    checkpointer = ocp.StandardCheckpointer()
-    try:
-        arrays = checkpointer.restore(params)
-    except Exception as err:  # orbax raises many types for damaged checkpoints
-        raise FileFormatError(params, f"cannot restore: {err}") from err
-    finally:
-        checkpointer.close()
-    if not isinstance(arrays, dict):
-        raise FileFormatError(params, "unexpected content")
-    set_model_arrays(model, {k: np.asarray(v) for k, v in arrays.items()}, source=os.fspath(params))
+    arrays = load_arrays(directory, PARAMS_DIR)
+    set_model_arrays(model, arrays, source=os.fspath(directory / PARAMS_DIR))
     return model, config
 
 
