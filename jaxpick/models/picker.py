@@ -120,8 +120,9 @@ class Picker(nnx.Module):
           key: PRNG key for dropout (needed only when training a model with dropout > 0).
           compute_dtype: ``"float32"`` or ``"bfloat16"`` (weights and activations; float32
             accumulation and output).
-          fast: XLA:CPU-friendly padded convolutions (identical values); ``False`` runs plain
-            VALID convolutions, the reference.
+          fast: XLA:CPU-friendly convolution forms (padded: identical values; 1-D Winograd
+            for wide 5x5-7x7 layers: within float32 rounding); ``False`` runs plain VALID
+            convolutions, the reference.
 
         Returns:
           ``(B, H, W)`` float32 logits in dense mode; ``(B, H', W')`` in patch mode
