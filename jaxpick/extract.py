@@ -56,8 +56,8 @@ __all__ = [
     "segment",
 ]
 
-# Input bytes of one CPU batch: micrographs are mapped one at a time on one CPU device, so a
-# bigger batch buys nothing but memory.
+# Input bytes of one batch on several CPU devices (one CPU device scores one micrograph per
+# batch: `jaxpick.devices.batch_size_for`).
 _CPU_BATCH_BYTES = 16 * 2**20
 # Device memory of dense scoring per input pixel and latent channel (float32 activations of
 # the widest layers, a few alive at once), used to choose batch and tile sizes on accelerators.

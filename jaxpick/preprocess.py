@@ -38,9 +38,9 @@ _EXTENSIONS = {
     "jpg": ".jpg",
     "jpeg": ".jpeg",
 }
-# Host bytes one device batch may take on CPU; accelerators size batches from free memory.
-# On the CPU micrographs run one after another inside a batch (lax.map), so a bigger batch buys
-# nothing but memory: 64 MiB is one 4096² float32 micrograph (with two more read ahead).
+# Host bytes one device batch may take on several CPU devices (one CPU device takes one
+# micrograph per batch: `jaxpick.devices.batch_size_for`); accelerators size batches from free
+# memory. 64 MiB is one 4096² float32 micrograph.
 _CPU_BATCH_BYTES = 64 * 2**20
 
 

@@ -1,4 +1,4 @@
-"""The streaming batch machinery, without any device work."""
+"""The streaming batch machinery (without device work) and batch sizes."""
 
 from __future__ import annotations
 
@@ -136,3 +136,19 @@ def test_writers_collect_failures_and_run_callbacks_in_order() -> None:
     assert report.failed == {"b": "disk says no"}
     assert "1 failed" in report.summary("wrote")
     assert "FAILED b: disk says no" in report.summary("wrote")
+
+
+def test_batch_size_for_one_cpu_device_is_one() -> None:
+    # One CPU device maps a batch item by item: a bigger batch would only add padded items
+    # (scored for nothing) at the end of a run.
+    import jax
+
+    from jaxpick.devices import batch_size_for
+
+    cpus = jax.devices("cpu")
+    one = batch_size_for(4 * 2**20, cpus[:1], None, cpu_budget=64 * 2**20, overhead=8)
+    assert one == 1
+    assert batch_size_for(4 * 2**20, cpus[:1], 3, cpu_budget=64 * 2**20, overhead=8) == 3
+    if len(cpus) >= 2:  # several CPU devices: from the budget, a multiple of the device count
+        many = batch_size_for(4 * 2**20, cpus[:2], None, cpu_budget=16 * 2**20, overhead=8)
+        assert many == 4  # 16 MiB // (4 MiB x 2 devices) = 2 per device
