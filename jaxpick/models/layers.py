@@ -9,11 +9,11 @@ same convolution with any non-zero padding, so the *fast* path pads by one (or b
 on the high side, for strided convolutions), convolves and crops back: bit-identical values,
 since the cropped outputs are exactly those that saw the padding. Single-input-channel
 convolutions (the first layer) stay VALID, which is faster there; 1x1 convolutions are einsums.
-Wide 5x5-7x7 float32 layers (>= 64 input channels, e.g. the last layer of every ResNet, 62 % of
-a dense ResNet8's products) take a 1-D Winograd form instead: 2/5 of the products, 1.65-2.3x
-faster here, equal to the VALID convolution within ~4e-6 of the output scale
-(:func:`_winograd_rows_conv`). ``tests/models`` pins that the fast path equals the plain VALID
-path.
+Wide float32 layers (3x3 to 7x7, >= 64 input channels: the last layer of every ResNet, 62 % of
+a dense ResNet8's products, and the 64- and 128-channel 3x3 layers) take a 1-D Winograd form
+instead: 2/5 of the products for 5x5, 4/9 for 3x3; 1.3-2.3x faster here, equal to the VALID
+convolution within ~4e-6 of the output scale (:func:`_winograd_rows_conv`). ``tests/models``
+pins that the fast path equals the plain VALID path.
 
 Compute precision (:class:`Compute`): float32 (``Precision.HIGHEST``, so GPUs do not fall back
 to TF32) or bfloat16 (weights and activations rounded to bf16, products accumulated in float32,
@@ -52,7 +52,7 @@ class Compute:
       dtype: ``jnp.float32`` or ``jnp.bfloat16``: dtype of weights and activations fed to the
         convolutions (accumulation is float32 either way).
       fast: use the XLA:CPU-friendly forms: padded convolutions (same values as plain VALID
-        ones) and, for wide 5x5-7x7 float32 layers, the 1-D Winograd form (within float32
+        ones) and, for wide 3x3-7x7 float32 layers, the 1-D Winograd form (within float32
         rounding of them).
       differentiable: the forms whose *gradients* XLA:CPU computes fast (training): dilated
         convolutions as undilated ones over the dilation's phase sub-grids, single-channel
@@ -310,7 +310,7 @@ def conv2d(
         compute.fast
         and compute.dtype == jnp.float32
         and stride == 1
-        and 5 <= k <= 7
+        and 3 <= k <= 7
         and kernel.shape[2] >= _WINOGRAD_MIN_CHANNELS
         and x.shape[1] - extent + 1 >= 4 * (9 - k) * dilation
     ):
@@ -335,12 +335,13 @@ def conv2d(
     return _valid_conv(x, kernel, stride, dilation, compute)
 
 
-#: Interpolation points (and infinity) of the 8-point 1-D Winograd transforms, F(4, 5) and
-#: F(2, 7): Lavin & Gray's (2016) well-conditioned choice. In float32 their outputs differ from
-#: a direct convolution's by ~4e-6 of the output scale (tests/models/test_conv_forms.py).
+#: Interpolation points (and infinity) of the 8-point 1-D Winograd transforms F(9 - k, k), e.g.
+#: F(6, 3) and F(4, 5): Lavin & Gray's (2016) well-conditioned choice. In float32 their outputs
+#: differ from a direct convolution's by ~4e-6 of the output scale (test_conv_forms.py).
 _WINOGRAD_POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))
 #: Input channels from which the Winograd form beats XLA:CPU's direct convolution (measured
-#: in dense mode on 512² maps: 5x5 64->128 1.65x, 128->256 2.3x, 32->64 only 1.1x).
+#: in dense mode: 5x5 64->128 1.65x, 128->256 2.3x, 32->64 only 1.1x; 3x3 64->64 on 1064²
+#: 1.3x, 32->32 0.8x).
 _WINOGRAD_MIN_CHANNELS = 64
 
 
@@ -390,7 +391,7 @@ def _winograd_rows_conv(
     transformed row sets is convolved along the columns with one row-transformed kernel
     ``(G @ kernel)[xi]`` (a ``1 x k`` convolution with ``k * Cin`` terms per output: still one
     efficient GEMM on XLA:CPU), and ``A^T`` maps the ``n`` results back to the ``m`` rows.
-    ``n / (m k)`` of the direct convolution's products (2/5 for 5x5, 2/7 for 7x7); the
+    ``n / (m k)`` of the direct convolution's products (4/9 for 3x3, 2/5 for 5x5); the
     full 2-D transform would leave GEMMs with only ``Cin`` terms, which run at a third of the
     speed here.
     """

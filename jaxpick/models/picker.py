@@ -121,7 +121,7 @@ class Picker(nnx.Module):
           compute_dtype: ``"float32"`` or ``"bfloat16"`` (weights and activations; float32
             accumulation and output).
           fast: XLA:CPU-friendly convolution forms (padded: identical values; 1-D Winograd
-            for wide 5x5-7x7 layers: within float32 rounding); ``False`` runs plain VALID
+            for wide 3x3-7x7 layers: within float32 rounding); ``False`` runs plain VALID
             convolutions, the reference.
 
         Returns:

@@ -1,7 +1,7 @@
 """The other forms of the convolution give the plain VALID convolution's values: the training
 forms (phase sub-grids for dilation, space-to-depth for the strided first layer, patches for one
 input channel, the custom full-convolution/GEMM gradient) and their gradients, and the 1-D
-Winograd form that dense scoring uses for wide 5x5 and 7x7 layers."""
+Winograd form that dense scoring uses for wide 3x3 to 7x7 layers."""
 
 from __future__ import annotations
 
@@ -67,11 +67,12 @@ def test_winograd_matrices_compute_a_correlation(m: int, k: int) -> None:
 
 WINOGRAD_CASES = [
     # (height, width, nin, nout, kernel, dilation): dense-scoring layers, taking the Winograd
-    # form (kernel 5-7, >= 64 input channels, >= 4 tiles of output rows).
+    # form (kernel 3-7, >= 64 input channels, >= 4 tiles of output rows).
     (40, 37, 64, 8, 5, 1),  # heights that are not a multiple of the tile (4 rows)
     (97, 41, 64, 16, 5, 4),  # resnet8's last layer in dense mode: dilation 4, 4 phases per tile
     (61, 30, 64, 8, 5, 2),
     (30, 25, 64, 8, 7, 1),  # F(2, 7)
+    (75, 30, 64, 8, 3, 2),  # F(6, 3): the 64-channel 3x3 layers of the ResNets
     (40, 33, 72, 8, 6, 1),  # F(3, 6)
 ]
 
@@ -99,8 +100,8 @@ def test_winograd_form_equals_valid(
 def test_winograd_form_is_not_used_where_it_is_slower(monkeypatch) -> None:
     monkeypatch.setattr(layers, "_winograd_rows_conv", lambda *a: pytest.fail("Winograd used"))
     x = jnp.ones((1, 40, 40, 64), jnp.float32)
-    conv2d(x, jnp.ones((3, 3, 64, 4)), compute=Compute())  # 3x3: no gain measured
     conv2d(x[..., :32], jnp.ones((5, 5, 32, 4)), compute=Compute())  # few input channels
+    conv2d(x[..., :32], jnp.ones((3, 3, 32, 4)), compute=Compute())
     conv2d(x[:, :18], jnp.ones((5, 5, 64, 4)), compute=Compute())  # 14 output rows: < 4 tiles
     conv2d(x, jnp.ones((5, 5, 64, 4)), compute=Compute(dtype=jnp.dtype(jnp.bfloat16)))
     conv2d(x, jnp.ones((5, 5, 64, 4)), compute=Compute(differentiable=True))  # training
