@@ -105,3 +105,12 @@ def test_winograd_form_is_not_used_where_it_is_slower(monkeypatch) -> None:
     conv2d(x[:, :18], jnp.ones((5, 5, 64, 4)), compute=Compute())  # 14 output rows: < 4 tiles
     conv2d(x, jnp.ones((5, 5, 64, 4)), compute=Compute(dtype=jnp.dtype(jnp.bfloat16)))
     conv2d(x, jnp.ones((5, 5, 64, 4)), compute=Compute(differentiable=True))  # training
+
+
+def test_winograd_form_is_cpu_only() -> None:
+    # Chosen by the lowering platform: GPUs and TPUs keep their library convolution.
+    x, w = jnp.ones((1, 80, 80, 64)), jnp.ones((5, 5, 64, 8))
+    traced = jax.jit(lambda x, w: conv2d(x, w, dilation=2)).trace(x, w)
+    for platform, convolutions in (("cpu", 8), ("cuda", 1), ("tpu", 1)):
+        text = traced.lower(lowering_platforms=(platform,)).as_text()
+        assert text.count("stablehlo.convolution") == convolutions, platform
