@@ -222,7 +222,8 @@ class ExtractConfig:
       assignment_radius: matching radius for validation (default: the NMS radius).
       only_validate: evaluate only, write no picks.
       max_particles: picks per micrograph at most (None: as many as the radius allows).
-      precision: ``float32`` or ``bfloat16`` (faster, slightly different scores).
+      precision: ``float32`` or ``bfloat16`` (slightly different scores; for GPUs and AMX
+        CPUs: on AVX2 CPUs float32 is faster).
       batch_size: micrographs per device batch (None: from memory).
       num_readers: reader threads.
       overwrite: redo micrographs whose outputs exist.

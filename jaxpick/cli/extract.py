@@ -8,7 +8,8 @@ coordinates (``# radius=…, auprc=…`` lines); without -r the radius is search
 
 Unlike Topaz: -o may be a folder; --targets works with any paths; the tie order of equal scores
 is defined and the NMS has no edge wrap-around; a crash mid-run keeps every finished micrograph
-(rerun to finish); --precision bfloat16 scores faster on CPUs with AMX and on GPUs.
+(rerun to finish). --precision bfloat16 is meant for GPUs and CPUs with AMX (not measured
+yet); on AVX2 CPUs float32 is the faster (bench/RESULTS.md).
 
 Example:
   jaxpick extract -m resnet16 -r 14 -x 4 -o particles.txt processed/*.mrc
@@ -69,7 +70,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("float32", "bfloat16"),
         default="float32",
-        help="network arithmetic (default: float32)",
+        help="network arithmetic (default: float32; bfloat16 rounds weights and activations, "
+        "for GPUs and AMX CPUs)",
     )
     parser.add_argument("--batch-size", type=int, help="micrographs per device batch")
     parser.add_argument("--num-workers", type=int, default=0, help="reader threads (0 = 2)")
