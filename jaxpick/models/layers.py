@@ -336,6 +336,8 @@ def conv2d(
         and 3 <= k <= 7
         and kernel.shape[2] >= _WINOGRAD_MIN_CHANNELS
         and x.shape[1] - (k - 1) * dilation >= 4 * (9 - k) * dilation
+        and (x.shape[1] - (k - 1) * dilation) * (x.shape[2] - (k - 1) * dilation)
+        >= _WINOGRAD_MIN_PIXELS
     ):
         # Measured on XLA:CPU only: elsewhere (cuDNN, TPU) the library convolution stays.
         return lax.platform_dependent(
@@ -357,6 +359,10 @@ _WINOGRAD_POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))
 #: in dense mode: 5x5 64->128 1.65x, 128->256 2.3x, 32->64 only 1.1x; 3x3 64->64 on 1064²
 #: 1.3x, 32->32 0.8x).
 _WINOGRAD_MIN_CHANNELS = 64
+#: Output pixels per image from which the Winograd form pays for its compilation (0.3-0.5 s per
+#: layer, against 0.2-2 s saved per layer and 1024² micrograph): smaller maps, e.g. training
+#: crops and small micrographs, keep the direct convolution.
+_WINOGRAD_MIN_PIXELS = 512 * 512
 
 
 @functools.cache
@@ -418,11 +424,15 @@ def _winograd_rows_conv(
     out_h, out_w = h - (k - 1) * d, w - (k - 1) * d
     step = d * m  # rows between the starts of two tiles of one phase
     tiles = -(-out_h // step)
-    x = jnp.pad(x, ((0, 0), (0, max(0, tiles * step + (k - 1) * d - h)), (0, 0), (0, 0)))
+    # Rows split by phase (row mod d): (b, d, rows // d, w, nin), one copy of the input.
+    per_phase = tiles * m + n - 1
+    x = jnp.pad(x, ((0, 0), (0, max(0, per_phase * d - h)), (0, 0), (0, 0)))[:, : per_phase * d]
+    x = x.reshape(b, per_phase, d, w, nin).transpose(0, 2, 1, 3, 4)
 
-    def rows(a: int) -> jax.Array:  # (d * b, tiles, w, nin): row a of every tile, phases stacked
-        start = [a * d + phase for phase in range(d)]
-        return jnp.concatenate([x[:, s : s + step * tiles : step] for s in start], axis=0)
+    def rows(a: int) -> jax.Array:
+        """Row ``a`` of every tile of every phase, ``(d * b, tiles, w, nin)``."""
+        block = lax.slice_in_dim(x, a, a + m * (tiles - 1) + 1, stride=m, axis=2)
+        return block.reshape(b * d, tiles, w, nin)
 
     taps = [rows(a) for a in range(n)]
     out: list[jax.Array | None] = [None] * m
@@ -445,8 +455,8 @@ def _winograd_rows_conv(
             if a_t[p, xi] != 0:
                 term = float(a_t[p, xi]) * y
                 out[p] = term if out[p] is None else out[p] + term
-    # (p, phase, b, tile, w, c) -> rows tile * step + p * d + phase
-    y = jnp.stack(out).reshape(m, d, b, tiles, out_w, nout).transpose(2, 3, 0, 1, 4, 5)
+    # (p, b, phase, tile, w, c) -> output row tile * step + p * d + phase
+    y = jnp.stack(out).reshape(m, b, d, tiles, out_w, nout).transpose(1, 3, 0, 2, 4, 5)
     return y.reshape(b, tiles * step, out_w, nout)[:, :out_h]
 
 

@@ -81,6 +81,7 @@ WINOGRAD_CASES = [
 def test_winograd_form_equals_valid(
     height: int, width: int, nin: int, nout: int, kernel: int, dilation: int, monkeypatch
 ) -> None:
+    monkeypatch.setattr(layers, "_WINOGRAD_MIN_PIXELS", 0)  # small maps, for the test's speed
     calls = []
     original = layers._winograd_rows_conv
     monkeypatch.setattr(layers, "_winograd_rows_conv", lambda *a: calls.append(a) or original(*a))
@@ -99,6 +100,8 @@ def test_winograd_form_equals_valid(
 
 def test_winograd_form_is_not_used_where_it_is_slower(monkeypatch) -> None:
     monkeypatch.setattr(layers, "_winograd_rows_conv", lambda *a: pytest.fail("Winograd used"))
+    conv2d(jnp.ones((1, 100, 100, 64)), jnp.ones((5, 5, 64, 4)), compute=Compute())  # small map
+    monkeypatch.setattr(layers, "_WINOGRAD_MIN_PIXELS", 0)
     x = jnp.ones((1, 40, 40, 64), jnp.float32)
     conv2d(x[..., :32], jnp.ones((5, 5, 32, 4)), compute=Compute())  # few input channels
     conv2d(x[..., :32], jnp.ones((3, 3, 32, 4)), compute=Compute())
@@ -107,8 +110,9 @@ def test_winograd_form_is_not_used_where_it_is_slower(monkeypatch) -> None:
     conv2d(x, jnp.ones((5, 5, 64, 4)), compute=Compute(differentiable=True))  # training
 
 
-def test_winograd_form_is_cpu_only() -> None:
+def test_winograd_form_is_cpu_only(monkeypatch) -> None:
     # Chosen by the lowering platform: GPUs and TPUs keep their library convolution.
+    monkeypatch.setattr(layers, "_WINOGRAD_MIN_PIXELS", 0)
     x, w = jnp.ones((1, 80, 80, 64)), jnp.ones((5, 5, 64, 8))
     traced = jax.jit(lambda x, w: conv2d(x, w, dilation=2)).trace(x, w)
     for platform, convolutions in (("cpu", 8), ("cuda", 1), ("tpu", 1)):

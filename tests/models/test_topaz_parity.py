@@ -18,7 +18,7 @@ from flax import nnx
 from jaxpick.checkpoint import topaz_package_dir
 from jaxpick.errors import FileFormatError
 from jaxpick.io.torch_sav import read_sav
-from jaxpick.models import PRETRAINED, ModelConfig, build_model, make_dense_scorer
+from jaxpick.models import PRETRAINED, ModelConfig, build_model, layers, make_dense_scorer
 from jaxpick.models.topaz_weights import (
     infer_config,
     load_topaz_model,
@@ -57,8 +57,17 @@ def pretrained_file(name: str, fixtures: dict[str, np.ndarray]) -> Path:
     return path
 
 
+@pytest.mark.parametrize("winograd", [False, True], ids=["direct", "winograd"])
 @pytest.mark.parametrize("name", list(PRETRAINED))
-def test_pretrained_detectors_match_topaz(name: str, fixtures: dict[str, np.ndarray]) -> None:
+def test_pretrained_detectors_match_topaz(
+    name: str, winograd: bool, fixtures: dict[str, np.ndarray], monkeypatch
+) -> None:
+    # The fixture crop is below the size from which dense scoring takes the Winograd form on
+    # CPU; with the size limit lifted its wide layers take it, and must still match Topaz.
+    monkeypatch.setattr(layers, "_WINOGRAD_MIN_PIXELS", 0 if winograd else 2**62)
+    calls = []
+    original = layers._winograd_rows_conv
+    monkeypatch.setattr(layers, "_winograd_rows_conv", lambda *a: calls.append(1) or original(*a))
     path = pretrained_file(name, fixtures)
     model, config = load_topaz_model(path)
     assert config == PRETRAINED[name].config
@@ -67,6 +76,7 @@ def test_pretrained_detectors_match_topaz(name: str, fixtures: dict[str, np.ndar
     scores = np.asarray(make_dense_scorer(model)(image[None]))[0]
     assert scores.shape == image.shape
     assert np.abs(scores - expected).max() <= TOLERANCE
+    assert bool(calls) == winograd
 
 
 def test_pretrained_bfloat16_is_close(fixtures: dict[str, np.ndarray]) -> None:
