@@ -9,11 +9,12 @@ same convolution with any non-zero padding, so the *fast* path pads by one (or b
 on the high side, for strided convolutions), convolves and crops back: bit-identical values,
 since the cropped outputs are exactly those that saw the padding. Single-input-channel
 convolutions (the first layer) stay VALID, which is faster there; 1x1 convolutions are einsums.
-Wide float32 layers (3x3 to 7x7, >= 64 input channels: the last layer of every ResNet, 62 % of
-a dense ResNet8's products, and the 64- and 128-channel 3x3 layers) take a 1-D Winograd form
-instead: 2/5 of the products for 5x5, 4/9 for 3x3; 1.3-2.3x faster here, equal to the VALID
-convolution within ~4e-6 of the output scale (:func:`_winograd_rows_conv`). ``tests/models``
-pins that the fast path equals the plain VALID path.
+On XLA:CPU, wide float32 layers on large maps (3x3 to 7x7, >= 64 input channels, >= 512²
+outputs: in dense mode the last layer of every ResNet, 62 % of a ResNet8's products, and the 64-
+and 128-channel 3x3 layers) take a 1-D Winograd form instead: 2/5 of the products for 5x5, 4/9
+for 3x3; 1.3-2.3x faster here, equal to the VALID convolution within ~4e-6 of the output scale
+(:func:`_winograd_rows_conv`). ``tests/models`` pins that the fast path equals the plain VALID
+path.
 
 Compute precision (:class:`Compute`): float32 (``Precision.HIGHEST``, so GPUs do not fall back
 to TF32) or bfloat16 (weights and activations rounded to bf16, products accumulated in float32,
