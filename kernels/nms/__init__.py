@@ -3,13 +3,18 @@
 `nms` is the public entry point (jitted; ``radius``, ``max_particles`` and ``implementation``
 static; ``threshold`` may be traced). Implementations:
 
-* ``"xla"`` (the default): `nms_xla`, exact and vectorised, in ``jnp``/``lax``.
+* ``"cpu"``: `nms_cpu`, exact, a native greedy kernel called through XLA's FFI (C++ in
+  ``cpu_ffi.cc``, compiled on first use and cached; see `kernels.nms.cpu_ffi`). CPU only.
+* ``"xla"``: `nms_xla`, exact and vectorised, in ``jnp``/``lax``; every backend.
 * ``"reference"``: `nms_reference`, the plain NumPy greedy loop that defines the semantics,
   run on the host through ``jax.pure_callback`` (so it also works under jit, vmap and
   shard_map, one map at a time). For tests and debugging.
 
-Every implementation returns exactly the reference's picks. `topaz_nms` is Topaz's own
-algorithm, quirks included, for parity checks.
+The default (``implementation=None``) is ``"cpu"`` when the program runs on a CPU and the
+native kernel is available, and ``"xla"`` otherwise (on GPUs and TPUs, or with no C++
+compiler); the choice is made per backend inside the one jitted program
+(``lax.platform_dependent``). Every implementation returns exactly the reference's picks.
+`topaz_nms` is Topaz's own algorithm, quirks included, for parity checks.
 
 Semantics in short (`kernels.nms.reference` has the full rules): greedy in descending score,
 ties in ascending flat index; only ``score > threshold`` (float32) is picked; NaN is never
@@ -26,14 +31,25 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.typing import ArrayLike
 
+from . import cpu_ffi
+from .cpu_ffi import nms_cpu
 from .reference import Picks, _check_args, nms_reference, topaz_nms
 from .xla import nms_xla
 
-__all__ = ["IMPLEMENTATIONS", "Picks", "nms", "nms_reference", "nms_xla", "topaz_nms"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "Picks",
+    "nms",
+    "nms_cpu",
+    "nms_reference",
+    "nms_xla",
+    "topaz_nms",
+]
 
-IMPLEMENTATIONS = ("xla", "reference")
+IMPLEMENTATIONS = ("cpu", "xla", "reference")
 
 
 def _reference_on_host(
@@ -61,7 +77,7 @@ def nms(
     radius: int,
     max_particles: int,
     threshold: ArrayLike = -math.inf,
-    implementation: Literal["xla", "reference"] | None = None,
+    implementation: Literal["cpu", "xla", "reference"] | None = None,
 ) -> Picks:
     """Greedy non-maximum suppression of a 2-D score map (or a 3-D volume), padded to K picks.
 
@@ -79,7 +95,8 @@ def nms(
         in score order are returned.
       threshold: only scores strictly greater than this (compared in float32) are picked. May
         be a traced scalar.
-      implementation: ``"xla"`` (default when None) or ``"reference"``.
+      implementation: ``"cpu"``, ``"xla"`` or ``"reference"``; None (the default) picks
+        ``"cpu"`` on CPUs where the native kernel is available and ``"xla"`` elsewhere.
 
     Returns:
       `Picks` ``(coords, scores, valid)``: int32 ``[K, ndim]`` coordinates in array-axis order
@@ -89,6 +106,7 @@ def nms(
     Raises:
       ValueError: if ``score_map`` is not 2-D or 3-D, ``radius`` or ``max_particles`` is not
         a non-negative int, or ``implementation`` is unknown.
+      RuntimeError: for ``implementation="cpu"`` when the native kernel could not be built.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -102,8 +120,17 @@ def nms(
     """
     x = jnp.asarray(score_map)
     _check_args(x.shape, radius, max_particles)
+    args = dict(radius=radius, max_particles=max_particles, threshold=threshold)
+    if implementation is None and cpu_ffi.available():
+        return lax.platform_dependent(
+            x,
+            cpu=lambda x: nms_cpu(x, **args),
+            default=lambda x: nms_xla(x, **args),
+        )
     if implementation is None or implementation == "xla":
-        return nms_xla(x, radius=radius, max_particles=max_particles, threshold=threshold)
+        return nms_xla(x, **args)
+    if implementation == "cpu":
+        return nms_cpu(x, **args)
     if implementation == "reference":
         return _reference_on_host(
             x.astype(jnp.float32),

@@ -1,7 +1,9 @@
 """Tests of non-maximum suppression: every implementation against the plain greedy reference.
 
 Each XLA compile costs about a second on CPU, so the tests share a few static configurations
-(shape, radius, max_particles) and vary the maps and the (traced) threshold instead.
+(shape, radius, max_particles) and vary the maps and the (traced) threshold instead. Tests of
+the native ``"cpu"`` implementation skip, saying why, where it cannot be built (no C++
+compiler); `tests/kernels/test_nms_cpu_ffi.py` tests its build and the fallback.
 """
 
 from __future__ import annotations
@@ -21,10 +23,22 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxpick.kernels import nms as nms_package
-from jaxpick.kernels.nms import IMPLEMENTATIONS, Picks, nms, nms_reference, topaz_nms
+from jaxpick.kernels.nms import IMPLEMENTATIONS, Picks, cpu_ffi, nms, nms_reference, topaz_nms
 from jaxpick.kernels.nms import reference as reference_module
 
 impls = pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+# The implementations fast enough for many maps per test (the reference is the oracle).
+fast_impls = pytest.mark.parametrize("impl", ["cpu", "xla"])
+
+
+@pytest.fixture(autouse=True)
+def _skip_native_if_unavailable(request):
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("impl") == "cpu":
+        reason = cpu_ffi.build_error()
+        if reason is not None:
+            pytest.skip(f"native CPU NMS kernel unavailable here: {reason}")
+
 
 # The shared small configuration of the adversarial tests.
 SHAPE = (12, 15)
@@ -142,10 +156,11 @@ def test_docstring_examples():
 
 # (40, 50) is test_spec_map's configuration (max_particles below the number of picks), and
 # (96, 80) test_realistic_score_map's (above); the odd sizes are in the other tests.
+@fast_impls
 @pytest.mark.parametrize(
     ("shape", "radius", "max_particles"), [((40, 50), 5, 16), ((96, 80), 6, 512)]
 )
-def test_random_maps_match_reference(shape, radius, max_particles):
+def test_random_maps_match_reference(impl, shape, radius, max_particles):
     rng = np.random.default_rng(sum(shape))
     for trial in range(4):
         x = rng.standard_normal(shape).astype(np.float32)
@@ -153,7 +168,7 @@ def test_random_maps_match_reference(shape, radius, max_particles):
             x = np.round(x * 2)  # many ties
         threshold = [-np.inf, -0.5, 0.0, 1.0][trial]
         want = nms_reference(x, radius=radius, max_particles=max_particles, threshold=threshold)
-        got = run(x, "xla", radius=radius, max_particles=max_particles, threshold=threshold)
+        got = run(x, impl, radius=radius, max_particles=max_particles, threshold=threshold)
         assert_picks_equal(got, want)
         check_invariants(x, got, radius, threshold)
 
@@ -172,17 +187,20 @@ def test_random_maps_match_reference(shape, radius, max_particles):
 )
 def test_hypothesis_matches_reference(x, threshold):
     want = nms_reference(x, radius=RADIUS, max_particles=K, threshold=threshold)
-    got = run(x, "xla", threshold=threshold)
-    assert_picks_equal(got, want)
-    check_invariants(x, got, RADIUS, threshold)
+    impls_here = ["xla"] + (["cpu"] if cpu_ffi.available() else [])
+    for impl in impls_here:
+        got = run(x, impl, threshold=threshold)
+        assert_picks_equal(got, want)
+        check_invariants(x, got, RADIUS, threshold)
 
 
-def test_realistic_score_map():
+@fast_impls
+def test_realistic_score_map(impl):
     # The (96, 80) configuration of test_random_maps_match_reference, on smooth fields.
     for seed in range(3):
         x = smooth_field((96, 80), 2.0, seed)
         want = nms_reference(x, radius=6, max_particles=512, threshold=-6.0)
-        got = run(x, "xla", radius=6, max_particles=512, threshold=-6.0)
+        got = run(x, impl, radius=6, max_particles=512, threshold=-6.0)
         assert_picks_equal(got, want)
         check_invariants(x, got, 6, -6.0)
         n = int(got.valid.sum())
