@@ -6,14 +6,17 @@ to thousands. For each radius this times
 
 * Topaz itself, in its reference venv (a fresh process, when ``../.venv-topaz`` exists);
 * ``topaz_nms``, our NumPy transcription of Topaz's algorithm, in this process;
-* jaxpick ``nms`` (the XLA implementation): lowering and compilation apart, then the median
-  of ``--repeats`` calls under ``block_until_ready``;
+* jaxpick ``nms`` with each implementation in ``--implementations`` (default: ``cpu``, the
+  native FFI kernel that ``nms`` uses on CPUs, and ``xla``, the pure-XLA one that it uses on
+  GPUs and TPUs): lowering and compilation apart, then the median of ``--repeats`` calls under
+  ``block_until_ready``;
 
 and prints the speed-up over Topaz and whether the picks agree. They agree except where
 Topaz's edge wrap-around bug (spec 4.2) suppresses a pixel in column 0; the first such
 difference is reported.
 
     python -m bench.bench_nms [--size 1024] [--radii 7,14] [--threshold -6] [--repeats 7]
+                              [--implementations cpu,xla]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import jax
 import numpy as np
 
 from bench.harness import machine, run_side, topaz_python
-from jaxpick.kernels.nms import nms, topaz_nms
+from jaxpick.kernels.nms import cpu_ffi, nms, topaz_nms
 
 # Runs Topaz's own function on a saved map; prints its timing and its picks.
 _TOPAZ_SIDE = """
@@ -67,9 +70,22 @@ def first_difference(topaz_xy: np.ndarray, ours_xy: np.ndarray) -> str:
     return f"first {i} identical; pick {i} (x, y): ours {ours}, topaz {theirs}"
 
 
-def time_ours(x: np.ndarray, radius: int, max_particles: int, threshold: float, repeats: int):
+def time_ours(
+    x: np.ndarray,
+    radius: int,
+    max_particles: int,
+    threshold: float,
+    repeats: int,
+    implementation: str,
+):
     t0 = time.perf_counter()
-    lowered = nms.lower(x, radius=radius, max_particles=max_particles, threshold=threshold)
+    lowered = nms.lower(
+        x,
+        radius=radius,
+        max_particles=max_particles,
+        threshold=threshold,
+        implementation=implementation,
+    )
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
@@ -103,6 +119,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--topaz-repeats", type=int, default=2)
     parser.add_argument("--topaz-venv", default=None)
+    parser.add_argument("--implementations", default="cpu,xla", help="comma-separated")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -116,13 +133,20 @@ def main() -> int:
     if topaz is None:
         print("Topaz venv not found (bash ../shared/tools/topaz-venv.sh ../.venv-topaz):")
         print("timing only our NumPy transcription of Topaz's algorithm.")
-    header = f"{'radius':>6} {'picks':>6} {'topaz s':>8} {'transcr s':>9} {'compile s':>9}"
-    print(header + f" {'ours ms':>8} {'speed-up':>8}  picks vs Topaz")
+    implementations = [name.strip() for name in args.implementations.split(",") if name.strip()]
+    if "cpu" in implementations and not cpu_ffi.available():
+        print(f"native CPU kernel unavailable ({cpu_ffi.build_error()}): skipping 'cpu'")
+        implementations.remove("cpu")
+    header = f"{'radius':>6} {'impl':>4} {'picks':>6} {'topaz s':>8} {'transcr s':>9}"
+    print(header + f" {'compile s':>9} {'ours ms':>8} {'speed-up':>8}  picks vs Topaz")
 
     rows = []
     for radius in (int(r) for r in args.radii.split(",")):
         x = smooth_field(args.size, args.sigma, seed=radius)
-        ours = time_ours(x, radius, args.max_particles, args.threshold, args.repeats)
+        ours_by_impl = {
+            name: time_ours(x, radius, args.max_particles, args.threshold, args.repeats, name)
+            for name in implementations
+        }
 
         times = []
         for _ in range(args.topaz_repeats):
@@ -150,28 +174,34 @@ def main() -> int:
             assert np.array_equal(real_xy, t_xy), "transcription differs from Topaz"
 
         baseline = topaz_s if topaz_s is not None else transcription_s
-        speedup = baseline / ours["median_s"]
-        agreement = f"{len(t_xy)} vs {ours['n']}: {first_difference(t_xy, ours['xy'])}"
         topaz_col = f"{topaz_s:8.2f}" if topaz_s is not None else f"{'-':>8}"
-        print(
-            f"{radius:>6} {ours['n']:>6} {topaz_col} {transcription_s:>9.2f} "
-            f"{ours['lower_s'] + ours['compile_s']:>9.2f} {1e3 * ours['median_s']:>8.1f} "
-            f"{speedup:>7.0f}x  {agreement}"
-        )
-        rows.append(
-            {
-                "radius": radius,
-                "size": args.size,
-                "threshold": args.threshold,
-                "picks_ours": ours["n"],
-                "picks_topaz": len(t_xy),
-                "topaz_s": topaz_s,
-                "transcription_s": transcription_s,
-                **{k: v for k, v in ours.items() if k not in ("xy", "n")},
-                "speedup": speedup,
-                "agreement": agreement,
-            }
-        )
+        for name, ours in ours_by_impl.items():
+            speedup = baseline / ours["median_s"]
+            agreement = f"{len(t_xy)} vs {ours['n']}: {first_difference(t_xy, ours['xy'])}"
+            print(
+                f"{radius:>6} {name:>4} {ours['n']:>6} {topaz_col} {transcription_s:>9.2f} "
+                f"{ours['lower_s'] + ours['compile_s']:>9.2f} {1e3 * ours['median_s']:>8.1f} "
+                f"{speedup:>7.0f}x  {agreement}"
+            )
+            rows.append(
+                {
+                    "radius": radius,
+                    "implementation": name,
+                    "size": args.size,
+                    "threshold": args.threshold,
+                    "picks_ours": ours["n"],
+                    "picks_topaz": len(t_xy),
+                    "topaz_s": topaz_s,
+                    "transcription_s": transcription_s,
+                    **{k: v for k, v in ours.items() if k not in ("xy", "n")},
+                    "speedup": speedup,
+                    "agreement": agreement,
+                }
+            )
+        if len(ours_by_impl) > 1:
+            picks = [ours["xy"] for ours in ours_by_impl.values()]
+            same = all(np.array_equal(picks[0], p) for p in picks[1:])
+            print(f"{'':>6} implementations agree pick for pick: {same}")
     print("(median of runs; the machine may be shared, so expect noise of tens of percent)")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "runs": rows}, indent=2))
