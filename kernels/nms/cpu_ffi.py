@@ -25,7 +25,6 @@ import ctypes
 import functools
 import hashlib
 import logging
-import math
 import os
 import shutil
 import subprocess
@@ -39,6 +38,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from .reference import Picks, _check_args
+from .xla import _effective_radius
 
 __all__ = ["available", "build_error", "nms_cpu"]
 
@@ -171,9 +171,7 @@ def nms_cpu(
     if reason is not None:
         raise RuntimeError(f"the native CPU NMS kernel is unavailable: {reason}")
     ndim, k = x.ndim, int(max_particles)
-    # Radii past the diagonal suppress the same pixels; capping keeps radius**2 small.
-    diagonal = math.isqrt(sum((n - 1) ** 2 for n in x.shape))
-    r = min(int(radius), diagonal + 1)
+    r = _effective_radius(x.shape, int(radius))  # keeps radius**2 and the disc table small
     call = jax.ffi.ffi_call(
         _TARGET,
         (
