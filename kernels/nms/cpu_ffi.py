@@ -149,17 +149,8 @@ def nms_cpu(
 ) -> Picks:
     """Exact greedy NMS (the reference's picks) through the native CPU kernel.
 
-    Same contract as `nms_xla` (call it through `kernels.nms.nms`, or inside your own
-    ``jax.jit``), but it lowers for CPU only.
-
-    Args:
-      score_map: 2-D ``(H, W)`` or 3-D ``(D, H, W)`` scores; cast to float32.
-      radius: suppression radius in pixels (static).
-      max_particles: number of output slots ``K`` (static).
-      threshold: only scores strictly greater than this (in float32) are picked; may be traced.
-
-    Returns:
-      `Picks` of jax arrays: coords int32 ``[K, ndim]``, scores float32 ``[K]``, valid ``[K]``.
+    Same arguments and result as `nms_xla` (call it through `kernels.nms.nms`, or inside your
+    own ``jax.jit``), but it lowers for CPU only.
 
     Raises:
       ValueError: for the arguments `nms_xla` refuses.
